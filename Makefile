@@ -1,0 +1,45 @@
+# mlcicd-dagster: `make demo`, `make test`, `make ui`. Each builds .venv when needed.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+export MLCICD_HOME ?= $(CURDIR)/.mlcicd
+
+.PHONY: demo test ui lint typecheck pytest bench clean-home install
+
+install: $(STAMP)
+
+# torch first: with it installed, pip takes the machine's CPU wheel instead of
+# fetching several GB of CUDA packages for the `torch==` pin in pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlcicd demo
+
+ui: $(STAMP)
+	DAGSTER_HOME=$(MLCICD_HOME)/dagster $(BIN)/mlcicd ui
+
+lint: $(STAMP)
+	$(BIN)/ruff check mlcicd_dagster assets sensors definitions.py tests bench
+	$(BIN)/ruff format --check mlcicd_dagster assets sensors definitions.py tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean-home:
+	rm -rf $(MLCICD_HOME)

@@ -1,0 +1,1 @@
+"""mlcicd-dagster."""

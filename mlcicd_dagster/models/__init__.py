@@ -1,0 +1,1 @@
+"""Where models are made and judged: trainers, MLflow tracking and registry, gates, cards."""

@@ -1,0 +1,1 @@
+"""Where traffic is moved: deployment state, deploy targets, strategies, canary analysis."""
