@@ -1,0 +1,1 @@
+"""The shipped pipelines, declared with the library. One package per dataset."""

@@ -1,0 +1,44 @@
+"""credit_default: will a card holder default next month? (Yeh & Lien 2009, UCI 350).
+
+Everything specific to this dataset is declared here and in the files beside it:
+the Great Expectations suite (expectations.yaml), the model gates
+(gates.yaml), the behavioral tests (behavioral.yaml) and the shipped data
+(data/: pool of landed-batch rows and the trusted golden set).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlcicd_dagster.pipeline import PipelineSpec, RolloutSpec, build_pipeline
+
+HERE = Path(__file__).parent
+DATA = HERE / "data"
+
+SPEC = PipelineSpec(
+    dataset="credit_default",
+    model_name="credit_default",
+    label="default.payment.next.month",
+    id_column="ID",
+    numeric_features=(
+        "LIMIT_BAL",
+        "AGE",
+        *(f"BILL_AMT{i}" for i in range(1, 7)),
+        *(f"PAY_AMT{i}" for i in range(1, 7)),
+    ),
+    categorical_features=(
+        "SEX",
+        "EDUCATION",
+        "MARRIAGE",
+        "PAY_0",
+        *(f"PAY_{i}" for i in range(2, 7)),
+    ),
+    suite_path=HERE / "expectations.yaml",
+    gates_path=HERE / "gates.yaml",
+    behavioral_path=HERE / "behavioral.yaml",
+    golden_path=DATA / "golden.csv.gz",
+    trainer="sklearn",
+    rollout=RolloutSpec(strategy="canary", canary_steps=(0.05, 0.25, 0.5, 1.0)),
+)
+
+pipeline = build_pipeline(SPEC)

@@ -1,0 +1,127 @@
+"""Where data is checked: ``raw_batch`` -> blocking suite check -> ``validated_batch``.
+
+``raw_batch`` (one dynamic partition per landed file) parses the landed bytes
+into a staged Parquet file and never fails on bad content: an unreadable file
+is recorded as such, so that the blocking check can quarantine it with its
+reason. The check runs the suite (and the duplicate test); on failure it copies
+the file to quarantine with a reason JSON and nothing downstream runs.
+``validated_batch`` moves the accepted rows into the lake in one atomic write.
+"""
+
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlcicd_dagster.pipeline.spec import PipelineSpec
+from mlcicd_dagster.platform.atomic import atomic_write_json
+from mlcicd_dagster.platform.resources import MlcicdResource
+
+ELIGIBLE = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def staging_paths(lake: Path, partition_key: str) -> tuple[Path, Path]:
+    """(parsed rows, read report) of one landed file awaiting its gate."""
+    stage = lake / "staging"
+    return stage / f"{partition_key}.parquet", stage / f"{partition_key}.json"
+
+
+def landed_file(landing: Path, partition_key: str) -> Path | None:
+    from mlcicd_dagster.data.landing import partition_key_for
+
+    if not landing.is_dir():
+        return None
+    for entry in landing.iterdir():
+        if partition_key_for(entry.name) == partition_key:
+            return entry
+    return None
+
+
+def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefinition):
+    raw_key = dg.AssetKey(spec.key("raw_batch"))
+
+    @dg.asset(
+        key=raw_key,
+        partitions_def=partitions,
+        group_name=spec.dataset,
+        kinds={"parquet"},
+        description="One landed file, parsed. Never edits the landing zone.",
+    )
+    def raw_batch(context: dg.AssetExecutionContext, mlcicd: MlcicdResource) -> dg.MaterializeResult:
+        from mlcicd_dagster.data.fingerprint import file_sha256
+        from mlcicd_dagster.data.readers import BatchReadError, read_batch
+
+        home = mlcicd.home
+        key = context.partition_key
+        src = landed_file(home.landing(spec.dataset), key)
+        rows_path, report_path = staging_paths(home.lake(spec.dataset), key)
+        report: dict[str, Any] = {"partition_key": key, "file": src.name if src else None}
+        if src is None:
+            report.update(readable=False, reason="the landed file is gone from the landing zone")
+        else:
+            report["sha256"] = file_sha256(src)
+            report["bytes"] = src.stat().st_size
+            try:
+                df = read_batch(src)
+            except BatchReadError as exc:
+                report.update(readable=False, reason=exc.reason, details=exc.details)
+            else:
+                from mlcicd_dagster.platform.atomic import atomic_write_with
+
+                atomic_write_with(rows_path, lambda tmp: df.to_parquet(tmp, index=False))
+                report.update(readable=True, rows=len(df), columns=list(df.columns))
+        atomic_write_json(report_path, report)
+        meta = {k: v for k, v in report.items() if k in ("file", "sha256", "bytes", "rows")}
+        meta["readable"] = bool(report["readable"])
+        if not report["readable"]:
+            meta["reason"] = str(report["reason"])
+        return dg.MaterializeResult(metadata=meta)
+
+    @dg.asset_check(
+        asset=raw_batch,
+        name="data_suite",
+        blocking=True,
+        description="Great Expectations suite + duplicate test; failures quarantine the batch.",
+    )
+    def data_suite(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.data_gate import judge_staged_batch
+
+        return judge_staged_batch(spec, mlcicd.home, context.partition_key, context.log)
+
+    @dg.asset_check(
+        asset=raw_batch,
+        name="drift",
+        blocking=False,
+        description="Per-feature drift against the training reference (WARN by default).",
+    )
+    def drift(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.data_gate import drift_against_reference
+
+        return drift_against_reference(spec, mlcicd.home, context.partition_key)
+
+    @dg.asset(
+        key=dg.AssetKey(spec.key("validated_batch")),
+        partitions_def=partitions,
+        deps=[raw_batch],
+        group_name=spec.dataset,
+        kinds={"parquet"},
+        automation_condition=ELIGIBLE,
+        description="Accepted rows of one batch, in the Parquet lake.",
+    )
+    def validated_batch(
+        context: dg.AssetExecutionContext, mlcicd: MlcicdResource
+    ) -> dg.MaterializeResult:
+        from mlcicd_dagster.pipeline.data_gate import accept_staged_batch
+
+        return accept_staged_batch(spec, mlcicd.home, context.partition_key)
+
+    return [raw_batch, validated_batch], [data_suite, drift]
+
+
+def read_report(lake: Path, partition_key: str) -> dict[str, Any]:
+    _, report_path = staging_paths(lake, partition_key)
+    if not report_path.exists():
+        return {"readable": False, "reason": "raw_batch was not materialized for this partition"}
+    return json.loads(report_path.read_text())

@@ -1,0 +1,75 @@
+"""Compose one dataset's pipeline from its spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from mlcicd_dagster.pipeline.data_assets import build_data_assets
+from mlcicd_dagster.pipeline.deploy_assets import build_deploy_assets
+from mlcicd_dagster.pipeline.model_assets import build_model_assets
+from mlcicd_dagster.pipeline.monitoring_assets import build_monitoring_assets
+from mlcicd_dagster.pipeline.spec import PipelineSpec
+
+
+@dataclass
+class PipelineDefs:
+    spec: PipelineSpec
+    partitions: dg.DynamicPartitionsDefinition
+    monitoring_partitions: dg.TimeWindowPartitionsDefinition
+    assets: list = field(default_factory=list)
+    asset_checks: list = field(default_factory=list)
+    jobs: list = field(default_factory=list)
+
+    def job_name(self, purpose: str) -> str:
+        """``ingest`` (landed file -> deployment), ``retrain``, ``deploy``, ``monitor``."""
+        return f"{self.spec.dataset}_{purpose}"
+
+
+def build_pipeline(spec: PipelineSpec) -> PipelineDefs:
+    partitions = dg.DynamicPartitionsDefinition(name=spec.partitions_name)
+    data_assets, data_checks = build_data_assets(spec, partitions)
+    model_assets, model_checks = build_model_assets(spec)
+    deploy_assets, deploy_checks = build_deploy_assets(spec)
+    monitoring_partitions, monitoring_assets, monitoring_checks = build_monitoring_assets(spec)
+    p = PipelineDefs(
+        spec=spec,
+        partitions=partitions,
+        monitoring_partitions=monitoring_partitions,
+        assets=[*data_assets, *model_assets, *deploy_assets, *monitoring_assets],
+        asset_checks=[*data_checks, *model_checks, *deploy_checks, *monitoring_checks],
+    )
+    key = spec.key
+    everything_upstream_of_deploy = dg.AssetSelection.assets(
+        dg.AssetKey(key("deployment"))
+    ).upstream()
+    p.jobs = [
+        dg.define_asset_job(
+            p.job_name("ingest"),
+            selection=everything_upstream_of_deploy,
+            partitions_def=partitions,
+            description="A landed file through the data gate, training, model gates and rollout.",
+        ),
+        dg.define_asset_job(
+            p.job_name("retrain"),
+            selection=dg.AssetSelection.assets(
+                dg.AssetKey(key("training_set")),
+                dg.AssetKey(key("model")),
+                dg.AssetKey(key("deployment")),
+            ),
+            description="Retrain on the lake, judge, roll out (monitoring triggers carry why).",
+        ),
+        dg.define_asset_job(
+            p.job_name("deploy"),
+            selection=dg.AssetSelection.assets(dg.AssetKey(key("deployment"))),
+            description="Roll out the newest gated model version.",
+        ),
+        dg.define_asset_job(
+            p.job_name("monitor"),
+            selection=dg.AssetSelection.assets(dg.AssetKey(key("monitoring"))),
+            partitions_def=monitoring_partitions,
+            description="Live metrics and drift for one window of served traffic.",
+        ),
+    ]
+    return p

@@ -1,0 +1,108 @@
+"""Sensors of a dataset pipeline: landing zone, monitoring windows, retraining policy, alerts.
+
+All sensors are idempotent so that ``mlcicd cycle`` and the daemon may both
+evaluate them: a landed file already known as a partition is never requested
+again, and each monitoring window and retrain cause carries a run key.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from mlcicd_dagster.pipeline.factory import PipelineDefs
+from mlcicd_dagster.platform.resources import MlcicdResource
+
+LANDING_INTERVAL_S = 5  # a dropped file is picked up within seconds in `make ui`
+MONITORING_INTERVAL_S = 30
+
+
+def build_sensors(p: PipelineDefs, *, running: bool) -> list[dg.SensorDefinition]:
+    status = dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+    return [
+        _landing_sensor(p, status),
+        _monitoring_sensor(p, status),
+        _retrain_sensor(p, status),
+        _failure_sensor(p, status),
+    ]
+
+
+def _landing_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.sensor(
+        name=f"{spec.dataset}_landing",
+        job_name=p.job_name("ingest"),
+        minimum_interval_seconds=LANDING_INTERVAL_S,
+        default_status=status,
+        description=f"One partition and one run per file landed in landing/{spec.dataset}/.",
+    )
+    def landing(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.landing import landing_tick
+
+        return landing_tick(p, mlcicd.home, context)
+
+    return landing
+
+
+def _monitoring_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.sensor(
+        name=f"{spec.dataset}_monitoring",
+        job_name=p.job_name("monitor"),
+        minimum_interval_seconds=MONITORING_INTERVAL_S,
+        default_status=status,
+        description="Materializes each finished monitoring window once traffic was served in it.",
+    )
+    def monitoring(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.monitoring_policy import monitoring_tick
+
+        return monitoring_tick(p, mlcicd.home, context, now=dt.datetime.now(dt.UTC))
+
+    return monitoring
+
+
+def _retrain_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.sensor(
+        name=f"{spec.dataset}_retraining_policy",
+        job_name=p.job_name("retrain"),
+        minimum_interval_seconds=MONITORING_INTERVAL_S,
+        default_status=status,
+        description="Turns monitoring results into retraining runs (cool-down, de-dup, budget).",
+    )
+    def retraining(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.monitoring_policy import retrain_tick
+
+        return retrain_tick(p, mlcicd.home, context, now=dt.datetime.now(dt.UTC))
+
+    return retraining
+
+
+def _failure_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.run_failure_sensor(
+        name=f"{spec.dataset}_run_failure_alert",
+        default_status=status,
+        description="Every failed run (a gate saying no included) becomes a structured alert.",
+    )
+    def failure_alert(context: dg.RunFailureSensorContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.platform.alerts import send_alert
+
+        run = context.dagster_run
+        send_alert(
+            mlcicd.home,
+            "run_failure",
+            f"{run.job_name} failed",
+            {
+                "run_id": run.run_id,
+                "job": run.job_name,
+                "partition": run.tags.get("dagster/partition"),
+                "message": context.failure_event.message,
+            },
+        )
+
+    return failure_alert

@@ -1,0 +1,52 @@
+"""What one shipped pipeline declares; the library reads nothing else about a dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How a gated model reaches traffic.
+
+    The first model ever goes blue-green (there is nothing to compare a canary
+    with); later ones use ``strategy``.
+    """
+
+    strategy: str = "canary"  # blue_green | canary | shadow
+    canary_steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
+    shadow_fraction: float = 0.2
+    max_duration_s: float = 600.0
+    poll_interval_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    dataset: str  # asset key prefix and landing/lake folder name
+    model_name: str  # registered MLflow model name
+    label: str
+    id_column: str | None
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    suite_path: Path  # Great Expectations suite (YAML) with severities
+    gates_path: Path  # model gate thresholds, margins, slices
+    behavioral_path: Path  # behavioral test cases
+    golden_path: Path  # trusted labelled rows, never taken from landed data
+    holdout_fraction: float = 0.2
+    trainer: str = "sklearn"  # sklearn | torch
+    trainer_params: dict = field(default_factory=dict)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    monitoring_window_minutes: int = 60
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric_features, *self.categorical_features]
+
+    @property
+    def partitions_name(self) -> str:
+        """Name of the dynamic partitions (one per landed file)."""
+        return f"{self.dataset}_batches"
+
+    def key(self, name: str) -> list[str]:
+        return [self.dataset, name]

@@ -1,0 +1,39 @@
+"""The embedded Dagster instance: SQLite storage under ``MLCICD_HOME/dagster``.
+
+``dagster.yaml`` is written once; sensors and the automation daemon are enabled so
+that ``make ui`` picks landed files up without a click. Run retention is left at
+Dagster's defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlcicd_dagster.platform.atomic import atomic_write_bytes
+from mlcicd_dagster.platform.home import Home
+
+DAGSTER_YAML = """\
+# Written by mlcicd: the embedded default instance (SQLite under this folder).
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: "mlcicd/deployment"
+        limit: 1
+auto_materialize:
+  enabled: true
+  use_sensors: true
+"""
+
+
+def ensure_dagster_home(home: Home) -> Path:
+    path = home.dagster_home
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = path / "dagster.yaml"
+    if not cfg.exists():
+        atomic_write_bytes(cfg, DAGSTER_YAML.encode())
+    return path

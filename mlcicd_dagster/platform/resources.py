@@ -1,0 +1,50 @@
+"""Dagster resources: the one object every asset asks for paths and services.
+
+Resources are built from ``dg.EnvVar`` in the environments table, so the same
+asset code reads an embedded home on a laptop and shared services on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import dagster as dg
+
+from mlcicd_dagster.platform.home import Home
+
+
+class MlcicdResource(dg.ConfigurableResource):
+    """Where this installation keeps its state and which MLflow it talks to.
+
+    ``tracking_uri`` empty means: ``MLFLOW_TRACKING_URI`` if set, else the embedded
+    SQLite store under the home (see ``Home.tracking_uri``).
+    """
+
+    home_dir: str
+    tracking_uri: str = ""
+    deploy_target: str = "local"  # local | k8s (see rollout targets)
+
+    @cached_property
+    def home(self) -> Home:
+        return Home(root=_resolve(self.home_dir))
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.tracking_uri or self.home.tracking_uri
+
+    def setup_mlflow(self) -> str:
+        """Point the MLflow client at this installation's store; returns the URI."""
+        import mlflow
+
+        uri = self.mlflow_uri
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
+        return uri
+
+
+def _resolve(raw: str):
+    from pathlib import Path
+
+    return Path(raw).expanduser().resolve()
