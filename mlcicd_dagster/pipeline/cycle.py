@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 
 CURSOR_PREFIX = "mlcicd/cycle/"
+RUN_KEY_TAG = "dagster/run_key"  # the tag the daemon puts on sensor-launched runs
 # A sensor may ask again for work that its own runs produced (a retrain after a
 # monitoring pass, a feedback batch landing): a few passes settle it, a bound
 # keeps a misbehaving sensor from looping forever.
@@ -99,11 +100,30 @@ def _evaluate_once(
     if skip:
         report.skipped[sensor.name] = skip
     for rr in run_requests:
+        if rr.run_key and _already_ran(instance, rr.run_key):
+            continue  # the daemon (or an earlier cycle) already launched this request
         job_name = rr.job_name or _sensor_job_name(sensor)
-        report.runs.append(_execute(defs, instance, sensor.name, job_name, rr))
+        outcome = _execute(defs, instance, sensor.name, job_name, rr)
+        report.runs.append(outcome)
+        if outcome.outcome != "success":
+            _alert(outcome)
     if new_cursor is not None and new_cursor != cursor:
         instance.run_storage.set_cursor_values({key: new_cursor})
     return len(run_requests)
+
+
+def _already_ran(instance: dg.DagsterInstance, run_key: str) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
+    return bool(runs)
+
+
+def _alert(outcome: RunOutcome) -> None:
+    """The run-failure sensor does not see cycle's runs until the daemon runs: alert here."""
+    from mlcicd_dagster.platform.alerts import send_alert
+    from mlcicd_dagster.platform.home import Home
+
+    title = f"{outcome.job} {'rejected by a gate' if outcome.outcome == 'rejected' else 'failed'}"
+    send_alert(Home.from_env(), f"run_{outcome.outcome}", title, asdict(outcome))
 
 
 def _unpack(result: Any, context: Any) -> tuple[list[dg.RunRequest], str | None, str | None]:
@@ -142,7 +162,9 @@ def _execute(
     rr: dg.RunRequest,
 ) -> RunOutcome:
     job = defs.get_job_def(job_name)
-    tags = {**(rr.tags or {}), "dagster/sensor_name": sensor_name, "mlcicd/trigger": "cycle"}
+    tags = {**(rr.tags or {}), "dagster/sensor_name": sensor_name, "mlcicd/via": "cycle"}
+    if rr.run_key:
+        tags[RUN_KEY_TAG] = rr.run_key
     started = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,
