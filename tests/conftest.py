@@ -1,0 +1,30 @@
+"""Shared fixtures: every test gets its own MLCICD_HOME (never the repo's .mlcicd)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+# Set before anything imports definitions.py (which defaults MLCICD_HOME to the repo).
+os.environ.setdefault("MLCICD_HOME", str(ROOT / ".mlcicd-test-session"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture
+def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MLCICD_HOME for one test; MLFLOW_TRACKING_URI cleared so the embedded store is used."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("MLCICD_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLCICD_ALERT_WEBHOOK", raising=False)
+    return home

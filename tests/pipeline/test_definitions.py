@@ -1,0 +1,91 @@
+"""The whole code location loads, in every environment of the table, with its parts."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from tests_support import ROOT
+
+EXPECTED_ASSETS = {
+    "credit_default/raw_batch",
+    "credit_default/validated_batch",
+    "credit_default/training_set",
+    "credit_default/model",
+    "credit_default/deployment",
+    "credit_default/monitoring",
+}
+
+
+def _load():
+    import definitions
+
+    return importlib.reload(definitions).defs
+
+
+def test_definitions_load_with_every_asset_check_sensor_and_job(home_dir):
+    defs = _load()
+    keys = {s.key.to_user_string() for s in defs.resolve_all_asset_specs()}
+    assert keys == EXPECTED_ASSETS
+    checks = {k.to_user_string() for k in defs.resolve_asset_graph().asset_check_keys}
+    for gate in ("non_inferiority", "slices", "behavioral", "serving_budget", "infra_validation"):
+        assert f"credit_default/model:{gate}" in checks
+    assert "credit_default/raw_batch:data_suite" in checks
+    sensors = {s.name for s in defs.sensors}
+    assert {"credit_default_landing", "credit_default_run_failure_alert"} <= sensors
+    for s in defs.sensors:
+        assert s.default_status == dg.DefaultSensorStatus.RUNNING
+    assert {j.name for j in defs.jobs} >= {"credit_default_ingest", "credit_default_retrain"}
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_raw_batch_check_is_blocking_and_downstream_waits_for_checks(home_dir):
+    defs = _load()
+    graph = defs.resolve_asset_graph()
+    suite = dg.AssetCheckKey(dg.AssetKey(["credit_default", "raw_batch"]), "data_suite")
+    assert graph.get_check_spec(suite).blocking
+    node = graph.get(dg.AssetKey(["credit_default", "validated_batch"]))
+    assert "all_deps_blocking_checks_passed" in str(node.automation_condition)
+
+
+def test_unknown_environment_fails_with_a_clear_error(monkeypatch):
+    from mlcicd_dagster.platform.environments import current_environment
+
+    monkeypatch.setenv("MLCICD_ENV", "moon")
+    with pytest.raises(ValueError, match="MLCICD_ENV='moon' is not a known environment"):
+        current_environment()
+
+
+def test_k8s_environment_composes_k8s_executor(home_dir, monkeypatch):
+    monkeypatch.setenv("MLCICD_ENV", "k8s")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    defs = _load()
+    job = defs.get_job_def("credit_default_ingest")
+    assert "k8s" in job.executor_def.name
+    monkeypatch.setenv("MLCICD_ENV", "local")
+    _load()
+
+
+def test_importing_definitions_loads_no_heavy_library(home_dir):
+    code = (
+        "import sys, definitions; "
+        "print(','.join(m for m in ('torch','mlflow','great_expectations','sklearn',"
+        "'dagster_k8s','dagster_mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_dagster_cli_validates_the_code_location_from_the_repo_root(home_dir):
+    dagster = ROOT / ".venv" / "bin" / "dagster"
+    exe = str(dagster) if dagster.exists() else "dagster"
+    out = subprocess.run(
+        [exe, "definitions", "validate"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
