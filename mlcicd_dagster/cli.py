@@ -142,6 +142,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # Windows of one minute so that the drift act need not wait for hourly ones;
+    # set before the code location is built (the partitions are part of it).
+    from mlcicd_dagster.demo.story_runner import MONITOR_WINDOW_MINUTES
+    from mlcicd_dagster.pipeline.monitoring_assets import WINDOW_ENV
+
+    os.environ.setdefault(WINDOW_ENV, str(MONITOR_WINDOW_MINUTES))
     module = load_code_location()
     from assets.credit_default.story import run_demo
 

@@ -1,0 +1,169 @@
+"""`mlcicd demo`: the whole CI/CD story of credit_default on the embedded defaults.
+
+Acts, each through the real system (landing zone, sensors via ``mlcicd cycle``,
+Dagster runs, MLflow, the model server over HTTP):
+
+1. two months of data land -> the first champion is trained, gated and rolled out
+2. clients call the server (held-back rows) and their labels come back as feedback
+3. a defective export lands -> quarantined with a readable reason
+4. a new good batch lands -> a new model is trained, gated, canaried and promoted
+5. a hand-registered hotfix that skipped the pipeline is canaried -> rolled back
+6. traffic drifts (credit limits halved for a new segment) -> monitoring sees it ->
+   the retraining policy turns labelled traffic into a batch -> retrained, promoted
+7. a batch with inverted labels lands -> valid data, but the model trained on it
+   fails the gates on the trusted golden set -> rejected, production untouched
+
+Running it twice works: the demo home is reset when it was made by a demo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from assets.credit_default import DATA, SPEC
+
+DEMO_MARKER = ".mlcicd-demo"
+SEED = 7
+
+
+@dataclass
+class Act:
+    title: str
+    outcome: str
+    seconds: float
+
+
+@dataclass
+class Story:
+    acts: list[Act] = field(default_factory=list)
+
+    def record(self, title: str, outcome: str, started: float) -> None:
+        act = Act(title, outcome, time.perf_counter() - started)
+        self.acts.append(act)
+        print(f"  -> {outcome}  [{act.seconds:.0f}s]\n", flush=True)
+
+
+def slices(fast: bool) -> dict[str, pd.DataFrame]:
+    """Disjoint row sets of the shipped pool, fixed by a seed."""
+    pool = pd.read_csv(DATA / "pool.csv.gz")
+    pool = pool.sample(frac=1.0, random_state=SEED).reset_index(drop=True)
+    scale = 0.5 if fast else 1.0
+    sizes = {
+        "batch_1": 5000,
+        "traffic": 3000,
+        "defective": 500,
+        "batch_2": 3000,
+        "drift_traffic": 1500,
+        "poisoned": 5000,
+    }
+    out, start = {}, 0
+    for name, n in sizes.items():
+        n = int(n * scale)
+        out[name] = pool.iloc[start : start + n].reset_index(drop=True)
+        start += n
+    return out
+
+
+def defective(df: pd.DataFrame) -> pd.DataFrame:
+    """A broken export: impossible ages, a label outside {0,1}, negative payments."""
+    bad = df.copy()
+    rng = np.random.default_rng(SEED)
+    rows = rng.choice(len(bad), size=max(3, len(bad) // 30), replace=False)
+    bad.loc[rows[: len(rows) // 3], "AGE"] = 500
+    bad.loc[rows[len(rows) // 3 : 2 * len(rows) // 3], SPEC.label] = 2
+    bad.loc[rows[2 * len(rows) // 3 :], "PAY_AMT1"] = -1200.0
+    return bad
+
+
+def drifted(df: pd.DataFrame) -> pd.DataFrame:
+    """A new customer segment: young clients with credit limits cut by half."""
+    out = df.copy()
+    out["LIMIT_BAL"] = (out["LIMIT_BAL"] / 2).round(-3).clip(lower=10000)
+    out["AGE"] = out["AGE"].clip(upper=35)
+    return out
+
+
+def poisoned(df: pd.DataFrame) -> pd.DataFrame:
+    """Labels inverted by a broken join upstream: valid-looking data, wrong answers."""
+    out = df.copy()
+    out[SPEC.label] = 1 - out[SPEC.label]
+    return out
+
+
+def reset_home(home_root: Path) -> None:
+    marker = home_root / DEMO_MARKER
+    if home_root.exists() and any(home_root.iterdir()) and not marker.exists():
+        raise SystemExit(
+            f"{home_root} holds state that a demo did not make; run the demo with "
+            "MLCICD_HOME pointing elsewhere (or delete that folder to reset)."
+        )
+    if home_root.exists():
+        shutil.rmtree(home_root)
+    home_root.mkdir(parents=True)
+    marker.write_text("made by `mlcicd demo`; the next demo resets this folder\n")
+
+
+def run_demo(module: Any, *, fast: bool = False) -> int:
+    from mlcicd_dagster.demo.story_runner import StoryRunner
+
+    os.environ.setdefault("MLCICD_LANDING_SETTLE_SECONDS", "0.5")
+    runner = StoryRunner(module, reset=reset_home)
+    parts = slices(fast)
+    story = Story()
+    label = SPEC.label
+    with runner:
+        t = time.perf_counter()
+        runner.say("1. Two months of data land; the first model becomes champion")
+        runner.land("2005-04_statements.csv", parts["batch_1"].iloc[: len(parts["batch_1"]) // 2])
+        runner.land(
+            "2005-05_statements.parquet", parts["batch_1"].iloc[len(parts["batch_1"]) // 2 :]
+        )
+        runner.cycle()
+        story.record("first batches -> first champion", runner.serving_line(), t)
+
+        t = time.perf_counter()
+        runner.say("2. Clients call the server; their labels come back as feedback")
+        runner.start_traffic(parts["traffic"], label)
+        runner.wait_for_feedback(min_labels=300 if fast else 600)
+        story.record("traffic + feedback", runner.traffic_line(), t)
+
+        t = time.perf_counter()
+        runner.say("3. A defective export lands")
+        runner.land("2005-06 statements (export v2).csv", defective(parts["defective"]))
+        runner.cycle()
+        story.record("defective batch", runner.quarantine_line(), t)
+
+        t = time.perf_counter()
+        runner.say("4. A new good batch lands: retrain, gates, canary, promotion")
+        runner.land("2005-07_statements.parquet", parts["batch_2"])
+        runner.cycle()
+        story.record("good batch -> canary", runner.rollout_line(), t)
+
+        t = time.perf_counter()
+        runner.say("5. A hotfix registered by hand (no pipeline, no gates) is canaried")
+        version = runner.register_hotfix(parts["batch_1"], label)
+        runner.deploy(version)
+        story.record("bad canary", runner.rollout_line(), t)
+
+        t = time.perf_counter()
+        runner.say("6. Traffic drifts: credit limits halved for a new segment")
+        runner.replace_traffic(drifted(parts["drift_traffic"]), label)
+        runner.monitor_until_retrain(max_windows=4)
+        story.record("drift -> retrain", runner.rollout_line(), t)
+
+        t = time.perf_counter()
+        runner.say("7. A batch with inverted labels lands")
+        runner.land("2005-08_statements.csv", poisoned(parts["poisoned"]))
+        runner.cycle()
+        story.record("poisoned labels", runner.gate_line(), t)
+
+        runner.summary(story)
+    return 0

@@ -1,0 +1,200 @@
+"""Plays a user through a pipeline's story: lands files, runs cycles, calls the server.
+
+Generic over the pipeline (it reads the ``PipelineDefs`` of the code location);
+the story itself (which rows, which defects) belongs to the shipped pipeline.
+Every act goes through the real system: files into the landing zone, sensors
+and runs via :func:`run_cycle` on the home's Dagster instance, the model server
+as a child process over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlcicd_dagster.demo.landing import land_frame
+from mlcicd_dagster.demo.traffic import TrafficReplayer
+from mlcicd_dagster.platform.home import Home
+
+MONITOR_WINDOW_MINUTES = 1  # demo windows: the story cannot wait for hourly ones
+TRAFFIC_RATE = 60.0  # requests per second replayed by the demo's clients
+
+
+class StoryRunner:
+    def __init__(self, module: Any, *, reset: Callable[[Path], None]) -> None:
+        self.module = module
+        self.p = module.credit_default
+        self.spec = self.p.spec
+        self.home = Home.from_env()
+        self.reset = reset
+        self.server: Any = None
+        self.url = ""
+        self.traffic: TrafficReplayer | None = None
+        self.cycles: list[Any] = []
+        self.landed: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------
+    def __enter__(self) -> StoryRunner:
+        from mlcicd_dagster.serving import start_subprocess
+
+        self.reset(self.home.root)
+        self.home.ensure(self.spec.dataset)
+        print(f"Demo home: {self.home.root}")
+        print(f"MLflow tracking URI: {self.home.tracking_uri}\n")
+        self.server, self.url = start_subprocess(
+            self.home,
+            self.spec.model_name,
+            port=0,
+            log_path=self.home.root / "server.log",
+        )
+        print(f"Model server: {self.url} (log: {self.home.root / 'server.log'})\n")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.traffic is not None:
+            self.traffic.stop()
+        if self.server is not None:
+            self.server.terminate()
+            with contextlib.suppress(Exception):
+                self.server.wait(timeout=30)
+
+    # -- acts ----------------------------------------------------------------
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def land(self, name: str, df: pd.DataFrame) -> None:
+        land_frame(self.home.landing(self.spec.dataset), name, df)
+        self.landed.append(name)
+        print(f"  landed {name!r}: {len(df)} rows", flush=True)
+
+    def cycle(self) -> Any:
+        from mlcicd_dagster.pipeline.cycle import run_cycle
+        from mlcicd_dagster.pipeline.summary import print_cycle
+
+        settle = float(os.environ.get("MLCICD_LANDING_SETTLE_SECONDS", "0.5"))
+        time.sleep(settle + 0.2)  # let the landed files settle (landing convention)
+        report = run_cycle(self.module.defs, self._instance())
+        self.cycles.append(report)
+        print_cycle(report)
+        if not report.ok:
+            raise SystemExit("the demo hit an error: see the runs above")
+        return report
+
+    def start_traffic(self, rows: pd.DataFrame, label: str) -> None:
+        self.traffic = TrafficReplayer(self.url, rows, label, rate_per_s=TRAFFIC_RATE).start()
+
+    def replace_traffic(self, rows: pd.DataFrame, label: str) -> None:
+        assert self.traffic is not None
+        self.traffic.replace_rows(rows, label)
+
+    def wait_for_feedback(self, min_labels: int, timeout_s: float = 120.0) -> None:
+        assert self.traffic is not None
+        deadline = time.monotonic() + timeout_s
+        while self.traffic.stats.feedback_sent < min_labels and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    def register_hotfix(self, rows: pd.DataFrame, label: str) -> str:
+        """A model registered by hand, outside the pipeline: trained on shuffled labels."""
+        from mlcicd_dagster.pipeline.hotfix import register_unvetted_model
+
+        return register_unvetted_model(self.spec, self.home, rows, label)
+
+    def deploy(self, version: str) -> None:
+        from mlcicd_dagster.pipeline.deploy_ops import run_deploy_job
+
+        outcome = run_deploy_job(self.p, self.module.defs, self._instance(), version)
+        print(f"  deploy run {outcome['run_id'][:8]}: {outcome['status']}")
+
+    def monitor_until_retrain(self, max_windows: int) -> None:
+        """Serve the drifted traffic window after window until the policy retrains."""
+        from mlcicd_dagster.pipeline import records
+
+        triggers = records.monitoring_dir(self.home, self.spec) / "triggers.jsonl"
+        before = len(records.read_jsonl(triggers))
+        for _ in range(max_windows + 1):
+            _sleep_to_next_window()
+            self.cycle()
+            if len(records.read_jsonl(triggers)) > before:
+                # the trigger exported labelled traffic as a batch: ingest it
+                self.cycle()
+                return
+        print("  (no retraining was triggered within the demo's windows)")
+
+    # -- lines for the summary ----------------------------------------------
+    def _state(self) -> Any:
+        from mlcicd_dagster.rollout.state import read_state
+
+        return read_state(self.home.deployment_state(self.spec.model_name), self.spec.model_name)
+
+    def serving_line(self) -> str:
+        s = self._state()
+        return f"v{s.stable.version} serves (strategy {s.strategy})" if s.stable else "nothing"
+
+    def rollout_line(self) -> str:
+        s = self._state()
+        last = s.history[-1]["event"] if s.history else "-"
+        stable = s.stable.version if s.stable else "-"
+        return f"{s.phase}: v{stable} stable; last event: {last}"
+
+    def traffic_line(self) -> str:
+        assert self.traffic is not None
+        st = self.traffic.stats
+        return f"{st.answered} answered, {st.feedback_sent} labels returned, {st.failed} failed"
+
+    def quarantine_line(self) -> str:
+        from mlcicd_dagster.pipeline.status import _quarantined
+
+        q = _quarantined(self.home, self.spec.dataset)
+        return f"quarantined: {q[-1]['file']}: {q[-1]['summary']}" if q else "nothing quarantined"
+
+    def gate_line(self) -> str:
+        from mlcicd_dagster.pipeline import records
+
+        cand = records.read_candidate(self.home, self.spec) or {}
+        gates = records.read_gates(self.home, self.spec, str(cand.get("version")))
+        failed = [f"{k}: {v.get('summary')}" for k, v in gates.items() if not v.get("passed")]
+        s = self._state()
+        stable = s.stable.version if s.stable else "-"
+        verdict = "; ".join(failed) if failed else "all gates passed"
+        return f"v{cand.get('version')} judged: {verdict}. Still serving v{stable}"
+
+    def summary(self, story: Any) -> None:
+        from mlcicd_dagster.pipeline.status import collect_status
+
+        status = collect_status(self.p)
+        print("=" * 78)
+        print("SUMMARY")
+        print(f"{'act':<34}{'outcome'}")
+        for act in story.acts:
+            print(f"{act.title:<34}{act.outcome}")
+        d = status["deployment"]
+        print("-" * 78)
+        print(f"Serving: v{d['stable']['version'] if d['stable'] else '-'} "
+              f"(revision {d['revision']}); aliases in sync: {not d['alias_mismatches']}")
+        print(f"Landed files: {len(self.landed)}; quarantined: {len(status['quarantine'])}")
+        if self.traffic is not None:
+            print(f"Traffic: {self.traffic_line()}")
+        print(f"MLflow: {status['mlflow_tracking_uri']}")
+        print("Look at it all: `make ui` (Dagster UI on http://127.0.0.1:3000, same home), and")
+        print(f"  .venv/bin/mlflow ui --backend-store-uri {status['mlflow_tracking_uri']}")
+        print("=" * 78)
+
+    def _instance(self) -> Any:
+        import dagster as dg
+
+        from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
+
+        os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(self.home))
+        return dg.DagsterInstance.get()
+
+
+def _sleep_to_next_window() -> None:
+    """Sleep until just after the next monitoring window boundary."""
+    period = MONITOR_WINDOW_MINUTES * 60
+    time.sleep(period - (time.time() % period) + 1.0)

@@ -1,0 +1,21 @@
+"""Human-readable output of ``mlcicd cycle``."""
+
+from __future__ import annotations
+
+from mlcicd_dagster.pipeline.cycle import CycleReport
+
+
+def print_cycle(report: CycleReport) -> None:
+    if not report.runs:
+        reasons = "; ".join(f"{k}: {v}" for k, v in report.skipped.items())
+        print(f"Nothing to do ({reasons or 'no sensor requested a run'}).")
+        return
+    for r in report.runs:
+        what = r.tags.get("mlcicd/landed_file") or r.partition_key or r.job
+        line = f"{r.outcome.upper():<9} {r.job:<28} {what}  ({r.seconds:.1f}s, run {r.run_id[:8]})"
+        print(line)
+        for check in r.failed_checks:
+            print(f"          gate said no: {check}")
+        if r.error:
+            print(f"          error: {r.error}")
+    print("OK" if report.ok else "ERRORS: see the runs above and `make ui`")
