@@ -28,3 +28,18 @@ def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLCICD_ALERT_WEBHOOK", raising=False)
     return home
+
+
+@pytest.fixture
+def instance(home_dir: Path):
+    """A real, persistent Dagster instance under the test's home (same dagster.yaml as prod)."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
+    from mlcicd_dagster.platform.home import Home
+
+    path = ensure_dagster_home(Home(home_dir))
+    inst = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(path)))
+    yield inst
+    inst.dispose()

@@ -87,7 +87,11 @@ def _evaluate_once(
     key = CURSOR_PREFIX + sensor.name
     cursor = instance.run_storage.get_cursor_values({key}).get(key)
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=defs, sensor_name=sensor.name
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+        sensor_name=sensor.name,
+        resources=defs.resources,
     )
     result = sensor(context)
     run_requests, new_cursor, skip = _unpack(result, context)

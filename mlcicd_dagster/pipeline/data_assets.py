@@ -22,9 +22,8 @@ from mlcicd_dagster.platform.resources import MlcicdResource
 ELIGIBLE = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
-def staging_paths(lake: Path, partition_key: str) -> tuple[Path, Path]:
+def staging_paths(stage: Path, partition_key: str) -> tuple[Path, Path]:
     """(parsed rows, read report) of one landed file awaiting its gate."""
-    stage = lake / "staging"
     return stage / f"{partition_key}.parquet", stage / f"{partition_key}.json"
 
 
@@ -56,7 +55,7 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         home = mlcicd.home
         key = context.partition_key
         src = landed_file(home.landing(spec.dataset), key)
-        rows_path, report_path = staging_paths(home.lake(spec.dataset), key)
+        rows_path, report_path = staging_paths(home.staging(spec.dataset), key)
         report: dict[str, Any] = {"partition_key": key, "file": src.name if src else None}
         if src is None:
             report.update(readable=False, reason="the landed file is gone from the landing zone")
@@ -93,7 +92,9 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
     @dg.asset_check(
         asset=raw_batch,
         name="drift",
-        blocking=False,
+        # Blocking so that validated_batch waits for it; only drift the suite's rules
+        # mark as blocking comes back as ERROR, the rest is a WARN that lets it pass.
+        blocking=True,
         description="Per-feature drift against the training reference (WARN by default).",
     )
     def drift(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
@@ -120,8 +121,8 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
     return [raw_batch, validated_batch], [data_suite, drift]
 
 
-def read_report(lake: Path, partition_key: str) -> dict[str, Any]:
-    _, report_path = staging_paths(lake, partition_key)
+def read_report(stage: Path, partition_key: str) -> dict[str, Any]:
+    _, report_path = staging_paths(stage, partition_key)
     if not report_path.exists():
         return {"readable": False, "reason": "raw_batch was not materialized for this partition"}
     return json.loads(report_path.read_text())

@@ -29,7 +29,12 @@ def landing_tick(
     settle = float(os.environ.get(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))
     scan = scan_landing(home.landing(spec.dataset), context.cursor, settle_seconds=settle)
     for refusal in scan.refused:
-        record_refusal(home.quarantine(spec.dataset), refusal)
+        record_refusal(
+            refusal.name,
+            home.quarantine(spec.dataset),
+            {"kind": "refused", "summary": refusal.reason, "partition_key": refusal.partition_key},
+            source=refusal.path,
+        )
         _alert(home, spec.dataset, refusal.name, refusal.reason)
 
     new_keys: list[str] = []

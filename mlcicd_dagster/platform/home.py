@@ -13,6 +13,7 @@ from pathlib import Path
 
 HOME_ENV = "MLCICD_HOME"
 DEFAULT_HOME_NAME = ".mlcicd"
+DEPLOYMENT_STATE_DIR_ENV = "MLCICD_DEPLOYMENT_STATE_DIR"  # server pods on Kubernetes only
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Home:
     def quarantine(self, dataset: str) -> Path:
         """Byte-identical copies of rejected batches, each with a ``.reason.json``."""
         return self.root / "quarantine" / dataset
+
+    def staging(self, dataset: str) -> Path:
+        """Parsed landed batches awaiting their gate: never part of the lake."""
+        return self.root / "staging" / dataset
 
     def lake(self, dataset: str) -> Path:
         """Parquet data lake: validated batches and the training set."""
@@ -69,7 +74,15 @@ class Home:
         return self.root / "feedback" / model_name
 
     def deployment_state(self, model_name: str) -> Path:
-        """The deployment state file the server follows (see ``rollout.state``)."""
+        """The deployment state file the server follows (see ``rollout.state``).
+
+        ``MLCICD_DEPLOYMENT_STATE_DIR``, when set, holds it instead: a model server pod on
+        Kubernetes shares the home (logs) but follows its own per-version state, mounted
+        from a ConfigMap by ``rollout.k8s_target``. Unset everywhere else.
+        """
+        override = os.environ.get(DEPLOYMENT_STATE_DIR_ENV)
+        if override:
+            return Path(override) / f"{model_name}.json"
         return self.root / "deployment" / f"{model_name}.json"
 
     @property

@@ -1,0 +1,189 @@
+"""The data gate between a landed file and the lake (called by the data assets).
+
+Judging a staged batch: unreadable -> quarantine; suite ERROR -> quarantine;
+duplicate (same bytes or all rows seen before) -> quarantine. Each quarantine is a
+byte-identical copy with a reason JSON, plus an alert. Accepting: rows not seen
+before go to the lake in one atomic write, then the dedupe index learns them.
+"""
+
+from __future__ import annotations
+
+import functools
+from logging import Logger
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlcicd_dagster.pipeline.data_assets import landed_file, read_report, staging_paths
+from mlcicd_dagster.pipeline.spec import PipelineSpec
+from mlcicd_dagster.platform.home import Home
+
+REFERENCE_PROFILE = "reference_profile.json"  # drift reference, beside the training set
+
+
+@functools.lru_cache(maxsize=8)
+def _suite(path: Path) -> Any:
+    from mlcicd_dagster.data.suite import load_suite
+
+    return load_suite(path)
+
+
+def _dedupe(home: Home, spec: PipelineSpec) -> Any:
+    from mlcicd_dagster.data.fingerprint import DedupeIndex
+
+    return DedupeIndex(home.lake(spec.dataset) / "_dedupe")
+
+
+def _row_hashes(df: Any, spec: PipelineSpec) -> Any:
+    from mlcicd_dagster.data.fingerprint import row_hashes
+
+    cols = [c for c in (*spec.features, spec.label, spec.id_column) if c and c in df.columns]
+    return row_hashes(df, cols)
+
+
+def judge_staged_batch(
+    spec: PipelineSpec, home: Home, key: str, log: Logger
+) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    from mlcicd_dagster.data.validate import validate_batch
+
+    stage = home.staging(spec.dataset)
+    report = read_report(stage, key)
+    if not report.get("readable"):
+        reason = {
+            "kind": "unreadable",
+            "summary": f"unreadable: {report.get('reason')}",
+            "details": report.get("details", {}),
+        }
+        return _reject(spec, home, key, report, reason, {}, log)
+
+    rows_path, _ = staging_paths(stage, key)
+    df = pd.read_parquet(rows_path)
+    validation = validate_batch(df, _suite(spec.suite_path))
+    metadata = validation.to_metadata()
+    if not validation.passed:
+        return _reject(spec, home, key, report, validation.reason(), metadata, log)
+
+    dup = _dedupe(home, spec).check(key, report["sha256"], _row_hashes(df, spec))
+    metadata["duplicate_status"] = dg.MetadataValue.text(dup.status)
+    if dup.is_duplicate:
+        return _reject(spec, home, key, report, dup.reason(), metadata, log)
+    log.info(f"{report['file']}: {validation.summary()}")
+    return dg.AssetCheckResult(passed=True, metadata=metadata)
+
+
+def _reject(
+    spec: PipelineSpec,
+    home: Home,
+    key: str,
+    report: dict[str, Any],
+    reason: dict[str, Any],
+    metadata: dict[str, Any],
+    log: Logger,
+) -> dg.AssetCheckResult:
+    from mlcicd_dagster.data.quarantine import quarantine_file, record_refusal
+    from mlcicd_dagster.platform.alerts import send_alert
+
+    qdir = home.quarantine(spec.dataset)
+    src = landed_file(home.landing(spec.dataset), key)
+    reason = {**reason, "partition_key": key}
+    if src is not None and src.is_file():
+        where = quarantine_file(src, qdir, reason)
+    else:
+        where = record_refusal(report.get("file") or key, qdir, reason)
+    for staged in staging_paths(home.staging(spec.dataset), key):
+        staged.unlink(missing_ok=True)  # the quarantine copy is now the record of it
+    summary = str(reason.get("summary") or reason.get("kind"))
+    log.warning(f"quarantined {report.get('file')}: {summary}")
+    send_alert(
+        home,
+        "batch_quarantined",
+        f"{spec.dataset}: batch {report.get('file')} quarantined",
+        {"partition_key": key, "summary": summary, "quarantine": str(where)},
+    )
+    meta = {
+        **metadata,
+        "quarantined_to": dg.MetadataValue.path(str(where)),
+        "reason": dg.MetadataValue.text(summary),
+        "reason_json": dg.MetadataValue.json(_jsonable(reason)),
+    }
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=meta, description=summary
+    )
+
+
+def accept_staged_batch(spec: PipelineSpec, home: Home, key: str) -> dg.MaterializeResult:
+    import pandas as pd
+
+    from mlcicd_dagster.data.lake import Lake
+
+    lake_dir = home.lake(spec.dataset)
+    rows_path, report_path = staging_paths(home.staging(spec.dataset), key)
+    report = read_report(home.staging(spec.dataset), key)
+    df = _suite(spec.suite_path).conform(pd.read_parquet(rows_path))
+    index = _dedupe(home, spec)
+    with index.lock():
+        hashes = _row_hashes(df, spec)
+        dup = index.check(key, report["sha256"], hashes)
+        fresh = df if dup.seen_mask is None else df[~dup.seen_mask]
+        fresh_hashes = hashes if dup.seen_mask is None else hashes[~dup.seen_mask]
+        path = Lake(lake_dir).write_validated(key, fresh.reset_index(drop=True))
+        index.register(key, report["sha256"], fresh_hashes)
+    rows_path.unlink(missing_ok=True)
+    report_path.unlink(missing_ok=True)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(fresh),
+            "rows_already_ingested_dropped": int(len(df) - len(fresh)),
+            "lake_path": dg.MetadataValue.path(str(path)),
+            "file": report.get("file"),
+        }
+    )
+
+
+def drift_against_reference(spec: PipelineSpec, home: Home, key: str) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    from mlcicd_dagster.data.drift import ReferenceProfile
+
+    rows_path, _ = staging_paths(home.staging(spec.dataset), key)
+    if not rows_path.exists():
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="nothing to compare: the batch was not readable or already accepted",
+        )
+    profile = reference_profile(spec, home)
+    report = profile.compare(pd.read_parquet(rows_path))
+    severity = dg.AssetCheckSeverity.ERROR if report.blocking else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        passed=not report.alarm,
+        severity=severity,
+        metadata=report.to_metadata(),
+        description=report.summary(),
+    )
+
+
+def reference_profile(spec: PipelineSpec, home: Home) -> Any:
+    """The training reference (saved with the training set), else the golden set's."""
+    import pandas as pd
+
+    from mlcicd_dagster.data.drift import ReferenceProfile
+
+    saved = home.lake(spec.dataset) / REFERENCE_PROFILE
+    if saved.exists():
+        return ReferenceProfile.load(saved)
+    return ReferenceProfile.from_frame(
+        pd.read_csv(spec.golden_path),
+        numeric=spec.numeric_features,
+        categorical=spec.categorical_features,
+        label=spec.label,
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))

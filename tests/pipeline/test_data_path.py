@@ -1,0 +1,98 @@
+"""Landing sensor -> raw_batch -> blocking data gate -> validated_batch, on a real instance."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from tests_support import DATA
+
+DATA_ASSETS = [
+    dg.AssetKey(["credit_default", "raw_batch"]),
+    dg.AssetKey(["credit_default", "validated_batch"]),
+]
+
+
+@pytest.fixture
+def location(home_dir, instance, monkeypatch):
+    monkeypatch.setenv("MLCICD_LANDING_SETTLE_SECONDS", "0")
+    import definitions
+
+    module = importlib.reload(definitions)
+    return module, instance
+
+
+def _land(home_dir, name: str, df: pd.DataFrame) -> None:
+    landing = home_dir / "landing" / "credit_default"
+    landing.mkdir(parents=True, exist_ok=True)
+    tmp = landing / f".{name}.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, landing / name)
+    past = time.time() - 5
+    os.utime(landing / name, (past, past))
+
+
+def _tick(module, instance, cursor=None):
+    sensor = next(s for s in module.defs.sensors if s.name == "credit_default_landing")
+    ctx = dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=module.defs, resources=module.defs.resources
+    )
+    result = sensor(ctx)
+    for req in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result
+
+
+def _run(module, instance, key):
+    job = module.defs.get_job_def("credit_default_ingest")
+    return job.execute_in_process(
+        instance=instance, partition_key=key, asset_selection=DATA_ASSETS, raise_on_error=False
+    )
+
+
+def test_good_batch_reaches_the_lake_and_bad_batch_is_quarantined(location, home_dir):
+    module, instance = location
+    rows = pd.read_csv(DATA / "pool.csv.gz").head(600)
+    _land(home_dir, "good batch ü.csv", rows.head(300))
+    bad = rows.tail(300).copy()
+    bad.loc[bad.index[:5], "AGE"] = 500
+    _land(home_dir, "bad.csv", bad)
+
+    result = _tick(module, instance)
+    keys = {r.partition_key: r.tags["mlcicd/landed_file"] for r in result.run_requests}
+    assert sorted(keys.values()) == ["bad.csv", "good batch ü.csv"]
+    # the sensor is cursor-based: a second tick offers nothing new
+    assert not _tick(module, instance, result.cursor).run_requests
+
+    outcomes = {name: _run(module, instance, key) for key, name in keys.items()}
+    assert outcomes["good batch ü.csv"].success
+    assert not outcomes["bad.csv"].success  # the blocking gate said no
+
+    lake = home_dir / "lake" / "credit_default" / "validated"
+    assert len(list(lake.glob("*.parquet"))) == 1
+    assert len(pd.read_parquet(next(lake.glob("*.parquet")))) == 300
+
+    qdir = home_dir / "quarantine" / "credit_default"
+    assert (qdir / "bad.csv").read_bytes() == (home_dir / "landing/credit_default/bad.csv").read_bytes()
+    reason = json.loads((qdir / "bad.csv.reason.json").read_text())
+    assert "AGE" in json.dumps(reason)
+    # the landing zone is untouched
+    assert sorted(p.name for p in (home_dir / "landing/credit_default").iterdir()) == [
+        "bad.csv",
+        "good batch ü.csv",
+    ]
+    alerts = (home_dir / "alerts.jsonl").read_text().splitlines()
+    assert any("bad.csv" in line for line in alerts)
+
+    # the same rows landed again under another name: quarantined as a duplicate
+    _land(home_dir, "again.csv", rows.head(300))
+    again = _tick(module, instance, result.cursor)
+    (req,) = again.run_requests
+    assert not _run(module, instance, req.partition_key).success
+    assert "duplicate" in (qdir / "again.csv.reason.json").read_text()
