@@ -38,6 +38,9 @@ SPEC = PipelineSpec(
     behavioral_path=HERE / "behavioral.yaml",
     golden_path=DATA / "golden.csv.gz",
     trainer="sklearn",
+    # Domain knowledge as a constraint: one more month of payment delay is never good
+    # news (the behavioral suite tests exactly this, with zero tolerance).
+    trainer_params={"monotonic_increase": [f"PAY_{i}" for i in (0, 2, 3, 4, 5, 6)]},
     rollout=RolloutSpec(strategy="canary", canary_steps=(0.05, 0.25, 0.5, 1.0)),
 )
 

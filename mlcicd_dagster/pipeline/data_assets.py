@@ -8,7 +8,6 @@ the file to quarantine with a reason JSON and nothing downstream runs.
 ``validated_batch`` moves the accepted rows into the lake in one atomic write.
 """
 
-
 import json
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,9 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         kinds={"parquet"},
         description="One landed file, parsed. Never edits the landing zone.",
     )
-    def raw_batch(context: dg.AssetExecutionContext, mlcicd: MlcicdResource) -> dg.MaterializeResult:
+    def raw_batch(
+        context: dg.AssetExecutionContext, mlcicd: MlcicdResource
+    ) -> dg.MaterializeResult:
         from mlcicd_dagster.data.fingerprint import file_sha256
         from mlcicd_dagster.data.readers import BatchReadError, read_batch
 

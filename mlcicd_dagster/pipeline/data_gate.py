@@ -146,8 +146,6 @@ def accept_staged_batch(spec: PipelineSpec, home: Home, key: str) -> dg.Material
 def drift_against_reference(spec: PipelineSpec, home: Home, key: str) -> dg.AssetCheckResult:
     import pandas as pd
 
-    from mlcicd_dagster.data.drift import ReferenceProfile
-
     rows_path, _ = staging_paths(home.staging(spec.dataset), key)
     if not rows_path.exists():
         return dg.AssetCheckResult(

@@ -6,12 +6,12 @@ analysis between traffic steps) -> record (registry aliases and tags follow what
 serves). The decisions are then judged by asset checks on ``deployment``.
 """
 
-
 from typing import Any
 
 import dagster as dg
 
 from mlcicd_dagster.pipeline.data_assets import ELIGIBLE
+from mlcicd_dagster.pipeline.deploy_config import DECISION_CHECKS, RolloutConfig
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -23,10 +23,12 @@ def build_deploy_assets(spec: PipelineSpec):
     tags = {DEPLOY_CONCURRENCY_TAG: spec.model_name}
 
     @dg.op(name=f"{spec.dataset}__prepare_rollout", tags=tags, ins={"model": dg.In(dg.Nothing)})
-    def prepare_rollout(context: dg.OpExecutionContext, mlcicd: MlcicdResource) -> dict:
+    def prepare_rollout(
+        context: dg.OpExecutionContext, mlcicd: MlcicdResource, config: RolloutConfig
+    ) -> dict:
         from mlcicd_dagster.pipeline.deploy_ops import prepare
 
-        return prepare(spec, mlcicd, context.log)
+        return prepare(spec, mlcicd, config, context.log)
 
     @dg.op(name=f"{spec.dataset}__roll_out", tags=tags)
     def roll_out(context: dg.OpExecutionContext, mlcicd: MlcicdResource, plan: dict) -> dict:
@@ -51,16 +53,18 @@ def build_deploy_assets(spec: PipelineSpec):
     def deployment(model):
         return record_rollout(roll_out(prepare_rollout(model)))
 
-    @dg.asset_check(
-        asset=deployment,
-        name="rollout_decision",
-        description="The last rollout's decision (statistic, threshold, verdict). "
-        "A rollback is a WARN: the system protected production.",
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(name, asset=deployment, description=text)
+            for name, text in DECISION_CHECKS.items()
+        ],
+        name=f"{spec.dataset}__rollout_decisions",
+        description="Each decision of the last rollout (inputs, statistic, threshold, verdict).",
     )
-    def rollout_decision(mlcicd: MlcicdResource):
-        from mlcicd_dagster.pipeline.deploy_ops import decision_check
+    def rollout_decisions(mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.deploy_ops import decision_checks
 
-        return decision_check(spec, mlcicd)
+        yield from decision_checks(spec, mlcicd)
 
     @dg.asset_check(
         asset=deployment,
@@ -72,4 +76,4 @@ def build_deploy_assets(spec: PipelineSpec):
 
         return alias_check(spec, mlcicd)
 
-    return [deployment], [rollout_decision, aliases_match_serving]
+    return [deployment], [rollout_decisions, aliases_match_serving]

@@ -4,7 +4,6 @@ Each model gate is its own blocking asset check, so the UI shows which gate
 said no and why; any ERROR failure stops ``deployment``.
 """
 
-
 import dagster as dg
 
 from mlcicd_dagster.pipeline.data_assets import ELIGIBLE
@@ -53,15 +52,21 @@ def build_model_assets(spec: PipelineSpec):
 
         return train_candidate(spec, mlcicd, context.run.run_id, context.log)
 
-    checks = [_gate_check(spec, model, name, text) for name, text in MODEL_GATES.items()]
-    return [training_set, model], checks
+    gate_specs = [
+        dg.AssetCheckSpec(name, asset=model, blocking=True, description=text)
+        for name, text in MODEL_GATES.items()
+    ]
 
+    # One step for all gates: each model is scored once and the scores are shared
+    # (GateInputs); each gate is still its own blocking check in the UI.
+    @dg.multi_asset_check(
+        specs=gate_specs,
+        name=f"{spec.dataset}__model_gates",
+        description="The model gates, judged together on shared scores.",
+    )
+    def model_gates(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.model_gate import judge_all
 
-def _gate_check(spec: PipelineSpec, model: dg.AssetsDefinition, gate: str, text: str):
-    @dg.asset_check(asset=model, name=gate, blocking=True, description=text)
-    def _check(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
-        from mlcicd_dagster.pipeline.model_gate import judge
+        yield from judge_all(spec, mlcicd, context.run.run_id, context.log)
 
-        return judge(spec, mlcicd, gate, context.run.run_id, context.log)
-
-    return _check
+    return [training_set, model], [model_gates]

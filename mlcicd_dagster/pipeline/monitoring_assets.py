@@ -6,7 +6,6 @@ joins the prediction log with the feedback labels and reports live metrics with
 intervals and drift; its checks turn those into WARN/ERROR results in the UI.
 """
 
-
 import os
 
 import dagster as dg

@@ -5,7 +5,6 @@ evaluate them: a landed file already known as a partition is never requested
 again, and each monitoring window and retrain cause carries a run key.
 """
 
-
 import datetime as dt
 
 import dagster as dg

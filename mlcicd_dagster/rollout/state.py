@@ -69,6 +69,9 @@ class DeploymentState:
     previous: ModelRef | None = None
     updated_at: str = ""
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    # The rollout in progress (id, strategy, started_at, step, candidate), or None when
+    # idle: what ``rollout.strategies.resume_or_revert`` reads after a crash.
+    rollout: dict[str, Any] | None = None
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +94,7 @@ class DeploymentState:
                 previous=ModelRef.from_dict(d.get("previous")),
                 updated_at=str(d.get("updated_at", "")),
                 history=tuple(d.get("history", ())),
+                rollout=dict(d["rollout"]) if d.get("rollout") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DeploymentStateError(f"malformed deployment state: {exc!r}") from exc

@@ -1,0 +1,298 @@
+"""Throughput of the model server vs `mlflow models serve` and a no-op endpoint, in one run.
+
+    .venv/bin/python -m bench.bench_serving [--duration 10] [--connections 16]
+
+Same registered champion (a HistGradientBoostingClassifier trained on
+assets/credit_default/data/pool.csv.gz, label ``default.payment.next.month``), single-row
+``/invocations`` requests (``dataframe_split``), 16 concurrent keep-alive connections,
+prediction logging on. Load generator: ``wrk`` (Debian package ``wrk``; C, one thread,
+a Lua script for the POST body), run in its own process so the Python servers keep the
+CPU they need. Servers are measured one after the other on the same machine:
+
+  * ours:   ``python -m mlcicd_dagster.serving`` (what ``mlcicd serve`` runs)
+  * mlflow: ``mlflow models serve -m models:/credit_default@champion --env-manager local``
+  * no-op:  a Starlette endpoint on the same stack (uvicorn + uvloop + httptools) that
+            reads the body and returns a constant
+
+Goals (issue 5): ours >= 20x mlflow req/s, ours p99 <= 20 ms, ours >= 30% of the no-op.
+Results are printed and written to docs/benchmarks.md (section ``## bench_serving``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "assets" / "credit_default" / "data" / "pool.csv.gz"
+LABEL = "default.payment.next.month"
+MODEL = "credit_default"
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## bench_serving"
+LOG_DIR = Path(tempfile.gettempdir())  # replaced by the run's work folder
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BODY_FILE"), "r")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+NOOP_APP = """
+import sys, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+async def noop(request):
+    await request.body()
+    return Response(b'{"predictions": [0.5]}', media_type="application/json")
+app = Starlette(routes=[Route("/invocations", noop, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            access_log=False, log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 180, expect: int = 200
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            logs = "".join(
+                f"\n--- {p.name}\n" + p.read_text()[-3000:] for p in LOG_DIR.glob("*.log")
+            )
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}{logs}")
+        try:
+            if httpx.get(url, timeout=2).status_code == expect:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(url)
+
+
+def wrk(url: str, body_file: Path, lua: Path, seconds: int, connections: int) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+        env={**os.environ, "BODY_FILE": str(body_file)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def register_champion(home_root: Path) -> tuple[str, list[str], list[float]]:
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from mlcicd_dagster.models.loading import log_and_register
+
+    uri = f"sqlite:///{home_root / 'mlflow' / 'mlflow.db'}"
+    (home_root / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    artifacts = (home_root / "mlflow" / "artifacts").as_uri()
+    mlflow.create_experiment(MODEL, artifact_location=artifacts)
+    pool = pd.read_csv(DATA)
+    features = [c for c in pool.columns if c not in ("ID", LABEL)]
+    model = HistGradientBoostingClassifier(random_state=0)
+    model.fit(pool[features].to_numpy(np.float64), pool[LABEL].to_numpy())
+    reg = log_and_register(
+        model, model_name=MODEL, X_example=pool[features].head(8), tracking_uri=uri
+    )
+    MlflowClient(tracking_uri=uri).set_registered_model_alias(MODEL, "champion", reg.version)
+    return reg.version, features, [float(x) for x in pool[features].iloc[7]]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--duration", type=int, default=10, help="seconds of load per server")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    a = p.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
+
+    from mlcicd_dagster.platform.home import Home
+    from mlcicd_dagster.rollout.state import ModelRef, transition
+    from mlcicd_dagster.serving import start_subprocess
+
+    global LOG_DIR
+    work = LOG_DIR = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    home = Home(work / "home")
+    os.environ["MLCICD_HOME"] = str(home.root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    version, features, row = register_champion(home.root)
+    tracking = home.tracking_uri
+    transition(
+        home.deployment_state(MODEL), MODEL, "bench",
+        lambda s: {"stable": ModelRef(version, f"models:/{MODEL}/{version}")},
+    )  # fmt: skip
+    body_file = work / "body.json"
+    body_file.write_text(json.dumps({"dataframe_split": {"columns": features, "data": [row]}}))
+    lua = work / "post.lua"
+    lua.write_text(WRK_LUA)
+    noop_py = work / "noop.py"
+    noop_py.write_text(textwrap.dedent(NOOP_APP))
+
+    results: dict[str, dict] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    # mlflow serve execs ``uvicorn`` from PATH: put this interpreter's bin folder first.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+
+    def measure(name: str, url: str, proc: subprocess.Popen[bytes]) -> None:
+        check = httpx.post(url, content=body_file.read_bytes(), timeout=30,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        check.raise_for_status()
+        print(f"{name}: answer {check.text[:80]}", flush=True)
+        wrk(url, body_file, lua, 2, a.connections)  # warm-up
+        results[name] = wrk(url, body_file, lua, a.duration, a.connections)
+        results[name]["answer"] = check.json()
+        print(f"{name}: {results[name]}", flush=True)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    try:
+        # ours, with prediction logging on (the default)
+        proc, url = start_subprocess(home, MODEL, port=0, log_path=work / "ours.log")
+        procs.append(proc)
+        wait_http(f"{url}/ready", proc)
+        measure("ours", f"{url}/invocations", proc)
+        log_rows = _count_log_rows(home.predictions(MODEL))
+
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+             f"models:/{MODEL}@champion", "--env-manager", "local", "-h", "127.0.0.1",
+             "-p", str(port)],
+            env=env, stdout=open(work / "mlflow.log", "wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append(proc)
+        wait_http(f"http://127.0.0.1:{port}/ping", proc)
+        measure("mlflow", f"http://127.0.0.1:{port}/invocations", proc)
+
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, str(noop_py), str(port)], env=env)
+        procs.append(proc)
+        wait_http(f"http://127.0.0.1:{port}/openapi-none", proc, expect=404)
+        measure("noop", f"http://127.0.0.1:{port}/invocations", proc)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    ours, mlf, noop = results["ours"], results["mlflow"], results["noop"]
+    theirs = mlf["answer"]["predictions"][0]  # pyfunc predict_proba: [P(0), P(1)] per row
+    theirs = theirs[-1] if isinstance(theirs, list) else theirs
+    same = abs(ours["answer"]["predictions"][0] - theirs) < 1e-9
+    vs_mlflow = ours["rps"] / mlf["rps"]
+    vs_noop = ours["rps"] / noop["rps"]
+    verdict = {
+        ">= 20x mlflow req/s": vs_mlflow >= 20,
+        "p99 <= 20 ms": ours["p99_ms"] <= 20,
+        ">= 30% of no-op": vs_noop >= 0.30,
+        "same prediction as mlflow": same,
+    }
+    print(f"\nours / mlflow req/s: {vs_mlflow:.1f}x   ours / no-op: {vs_noop:.0%}   "
+          f"ours p99: {ours['p99_ms']:.2f} ms   log rows written: {log_rows}")  # fmt: skip
+    for goal, ok in verdict.items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {goal}")
+    if not a.no_doc:
+        _write_doc(results, vs_mlflow, vs_noop, verdict, log_rows, a)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _count_log_rows(directory: Path) -> int:
+    import duckdb
+
+    if not any(directory.glob("part-*.parquet")):
+        return 0
+    glob = str(directory / "part-*.parquet")
+    con = duckdb.connect()
+    try:
+        return int(con.execute("SELECT count(*) FROM read_parquet(?)", [glob]).fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def _write_doc(results, vs_mlflow, vs_noop, verdict, log_rows, a) -> None:  # type: ignore[no-untyped-def]
+    rows = "\n".join(
+        f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['non_2xx']} |"
+        for name, r in results.items()
+    )
+    goals = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {g}" for g, ok in verdict.items())
+    args = f"--duration {a.duration} --connections {a.connections}"
+    section = f"""{SECTION}
+
+Command: `.venv/bin/python -m bench.bench_serving {args}`
+({time.strftime("%Y-%m-%d %H:%M")}, {os.cpu_count()} CPUs, {platform.python_version()};
+load generator `wrk -t1 -c{a.connections}` with a Lua POST script, single-row
+`dataframe_split` bodies; prediction logging on: {log_rows:,} rows written by our server
+during its run).
+
+| server | req/s | p50 ms | p99 ms | non-2xx |
+|---|---:|---:|---:|---:|
+{rows}
+
+ours / mlflow: **{vs_mlflow:.1f}x** req/s; ours / no-op: **{vs_noop:.0%}**.
+
+{goals}
+"""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(section + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    DOC.write_text(text)
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()

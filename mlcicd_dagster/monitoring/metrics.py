@@ -1,0 +1,265 @@
+"""Live classification metrics with confidence intervals, and the degradation rule.
+
+Every metric is an estimate from a finite sample of labelled traffic, so each one
+carries an interval and says how it was made:
+
+``auc``       DeLong et al. (1988) variance, computed in O(n log n) from one sort
+              (Sun & Xu 2014), normal interval clipped to [0, 1].
+``accuracy``  Wilson score interval for a binomial proportion (good coverage for
+              small n and proportions near 0 or 1, where the Wald interval is not).
+``log_loss``  Mean of per-row losses with a CLT (normal) interval from their
+              sample standard deviation; probabilities clipped as scikit-learn does.
+
+The degradation rule (:func:`degraded_metrics`) is the one place that decides
+"label-confirmed worse than at deployment": both the per-window asset check and
+the retraining policy call it, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+# scikit-learn clips probabilities to the float64 machine epsilon in log_loss.
+LOG_LOSS_EPS = float(np.finfo(np.float64).eps)
+# Which direction is "better" for each metric the monitor computes.
+HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "log_loss": False}
+
+
+def _z(alpha_one_sided: float) -> float:
+    return NormalDist().inv_cdf(1.0 - alpha_one_sided)
+
+
+@dataclass(frozen=True)
+class MetricEstimate:
+    """A point estimate, its standard error and a two-sided interval at ``level``."""
+
+    name: str
+    value: float
+    lo: float
+    hi: float
+    se: float
+    n: int
+    level: float
+    method: str
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER.get(self.name, True)
+
+    def bound(self, alpha_one_sided: float, side: str) -> float:
+        """The one-sided ``1 - alpha`` bound (``side`` is ``"upper"`` or ``"lower"``).
+
+        Recomputed from the stored estimate with the same method, so the policy
+        can ask for a stricter level than the interval shown in the UI.
+        """
+        if side not in ("upper", "lower"):
+            raise ValueError(f"side must be 'upper' or 'lower', not {side!r}")
+        z = _z(alpha_one_sided)
+        if self.method == "wilson":
+            lo, hi = wilson_interval(round(self.value * self.n), self.n, z)
+            return hi if side == "upper" else lo
+        return self.value + z * self.se if side == "upper" else self.value - z * self.se
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _finite(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MetricEstimate:
+        return cls(
+            name=str(d["name"]),
+            value=float(d["value"]),
+            lo=float(d["lo"]),
+            hi=float(d["hi"]),
+            se=float(d["se"]),
+            n=int(d["n"]),
+            level=float(d["level"]),
+            method=str(d["method"]),
+        )
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def wilson_interval(successes: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval for ``successes / n`` with normal quantile ``z``."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def accuracy(y: np.ndarray, p: np.ndarray, *, threshold: float, level: float) -> MetricEstimate:
+    """Share of rows where ``p >= threshold`` agrees with the 0/1 label; Wilson interval."""
+    n = int(y.size)
+    correct = int(np.count_nonzero((p >= threshold) == (y == 1)))
+    z = _z((1 - level) / 2)
+    lo, hi = wilson_interval(correct, n, z)
+    value = correct / n if n else float("nan")
+    se = math.sqrt(value * (1 - value) / n) if n else float("nan")
+    return MetricEstimate("accuracy", value, lo, hi, se, n, level, "wilson")
+
+
+def log_loss(y: np.ndarray, p: np.ndarray, *, level: float) -> MetricEstimate:
+    """Mean binary cross-entropy with a CLT interval (same clipping as scikit-learn)."""
+    n = int(y.size)
+    q = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+    losses = -np.where(y == 1, np.log(q), np.log1p(-q))
+    value = float(losses.mean()) if n else float("nan")
+    se = float(losses.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    z = _z((1 - level) / 2)
+    lo, hi = (max(0.0, value - z * se), value + z * se) if n > 1 else (float("nan"),) * 2
+    return MetricEstimate("log_loss", value, lo, hi, se, n, level, "normal")
+
+
+def auc_delong(y: np.ndarray, p: np.ndarray, *, level: float) -> MetricEstimate | None:
+    """ROC AUC with DeLong's variance; ``None`` unless both classes are present.
+
+    One sort of the scores; ties get half credit exactly as in the Mann-Whitney
+    statistic (and in scikit-learn's ``roc_auc_score``).
+    """
+    pos = y == 1
+    m = int(np.count_nonzero(pos))
+    k = int(y.size) - m
+    if m == 0 or k == 0:
+        return None
+    order = np.argsort(p, kind="quicksort")
+    ps = p[order]
+    ys = pos[order]
+    new_run = np.empty(ps.size, dtype=bool)
+    new_run[0] = True
+    np.not_equal(ps[1:], ps[:-1], out=new_run[1:])
+    starts = np.flatnonzero(new_run)
+    pos_in_run = np.add.reduceat(ys.astype(np.int64), starts)
+    all_in_run = np.diff(np.append(starts, ps.size))
+    neg_in_run = all_in_run - pos_in_run
+    neg_before = np.cumsum(neg_in_run) - neg_in_run
+    pos_before = np.cumsum(pos_in_run) - pos_in_run
+    # Structural components (DeLong): per positive, the share of negatives it beats;
+    # per negative, the share of positives that beat it (ties count one half).
+    v10 = (neg_before + neg_in_run / 2.0) / k  # one value per run, weight pos_in_run
+    v01 = 1.0 - (pos_before + pos_in_run / 2.0) / m  # weight neg_in_run
+    auc = float(np.dot(v10, pos_in_run) / m)
+    var10 = float(np.dot(pos_in_run, (v10 - auc) ** 2) / (m - 1)) if m > 1 else 0.0
+    var01 = float(np.dot(neg_in_run, (v01 - auc) ** 2) / (k - 1)) if k > 1 else 0.0
+    se = math.sqrt(var10 / m + var01 / k)
+    z = _z((1 - level) / 2)
+    return MetricEstimate(
+        "auc", auc, max(0.0, auc - z * se), min(1.0, auc + z * se), se, m + k, level, "delong"
+    )
+
+
+def classification_metrics(
+    y: np.ndarray, p: np.ndarray, *, threshold: float = 0.5, level: float = 0.95
+) -> dict[str, MetricEstimate]:
+    """AUC (when both classes are present), log-loss and accuracy of labelled rows."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if y.size == 0:
+        return {}
+    out = {
+        "log_loss": log_loss(y, p, level=level),
+        "accuracy": accuracy(y, p, threshold=threshold, level=level),
+    }
+    auc = auc_delong(y, p, level=level)
+    if auc is not None:
+        out["auc"] = auc
+    return out
+
+
+# -- degradation -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """Evidence that a live metric is worse than its value at deployment."""
+
+    metric: str
+    live: float
+    baseline: float
+    bound: float  # the one-sided confidence bound on (live - baseline) in the "worse" direction
+    margin: float
+    alpha: float
+    n_labeled: int
+
+    def describe(self) -> str:
+        direction = "below" if HIGHER_IS_BETTER.get(self.metric, True) else "above"
+        return (
+            f"{self.metric} {self.live:.4f} vs {self.baseline:.4f} at deployment: "
+            f"with {1 - self.alpha:.4g} confidence it is more than {self.margin:g} {direction} "
+            f"(n={self.n_labeled} labelled)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def baseline_value(b: Any) -> tuple[float, float]:
+    """``(value, se)`` of a baseline given as a float, a mapping or a MetricEstimate."""
+    if isinstance(b, MetricEstimate):
+        return b.value, b.se
+    if isinstance(b, Mapping):
+        se = b.get("se")
+        return float(b["value"]), float(se) if se is not None else 0.0
+    return float(b), 0.0
+
+
+def degraded_metrics(
+    live: Mapping[str, MetricEstimate],
+    baseline: Mapping[str, Any] | None,
+    *,
+    margins: Mapping[str, float],
+    alpha: float,
+    min_labels: int,
+) -> list[Degradation]:
+    """Metrics whose live value is, with confidence, worse than at deployment by ``margin``.
+
+    For each metric in ``margins`` with a baseline, the difference ``live - baseline``
+    is tested one-sidedly at level ``alpha / len(tested metrics)`` (Bonferroni, so
+    the family-wise false-alarm rate of one window is at most ``alpha`` when the
+    model is as good as at deployment). The baseline's own standard error, when
+    known (e.g. from the holdout evaluation), is added in quadrature: a lucky
+    holdout must not make every live window look worse. ``margin`` is the effect
+    size floor: a confirmed but trivial drop does not count.
+    """
+    if not baseline:
+        return []
+    tested = [m for m in margins if m in baseline and m in live and live[m].n >= min_labels]
+    if not tested:
+        return []
+    a = alpha / len(tested)
+    z = _z(a)
+    out = []
+    for name in tested:
+        est = live[name]
+        b_value, b_se = baseline_value(baseline[name])
+        if est.method == "wilson":
+            # Wilson bound for the live part (better than Wald for proportions near 0/1).
+            side = "upper" if est.higher_is_better else "lower"
+            live_bound = est.bound(a, side)
+            se_live = abs(live_bound - est.value) / z if z else 0.0
+        else:
+            se_live = est.se
+        se = math.sqrt(se_live**2 + b_se**2)
+        if not math.isfinite(se):
+            continue
+        if est.higher_is_better:
+            worse_by = b_value - est.value
+        else:
+            worse_by = est.value - b_value
+        lower_bound = worse_by - z * se  # one-sided lower confidence bound of the drop
+        margin = float(margins[name])
+        if lower_bound > margin:
+            out.append(Degradation(name, est.value, b_value, lower_bound, margin, a, est.n))
+    return out

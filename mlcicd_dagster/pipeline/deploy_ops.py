@@ -1,0 +1,265 @@
+"""The deploy ops' bodies (called by the graph-backed ``deployment`` asset).
+
+prepare: recover an interrupted rollout (resume_or_revert), then pick the version
+  to roll out: the last candidate the model gates passed, or an explicitly named
+  version (an operator's hotfix: rolled out with the canary as its only judge).
+execute: blue-green the first time (nothing to compare a canary with), else the
+  spec's strategy; decisions are statistical and recorded.
+record: keep the outcome for the deployment checks and ``mlcicd status``.
+"""
+
+from __future__ import annotations
+
+import os
+from logging import Logger
+from typing import Any
+
+import dagster as dg
+
+from mlcicd_dagster.pipeline import records
+from mlcicd_dagster.pipeline.deploy_config import DECISION_CHECKS, RolloutConfig
+from mlcicd_dagster.pipeline.spec import PipelineSpec
+from mlcicd_dagster.platform.resources import MlcicdResource
+
+SMOKE_ROWS = 64  # golden rows scored on the new track before any traffic moves
+# Environment overrides of the canary's timing (the demo and tests cannot wait minutes).
+CANARY_ENV = {
+    "check_interval_s": "MLCICD_CANARY_CHECK_INTERVAL_S",
+    "step_min_duration_s": "MLCICD_CANARY_STEP_MIN_DURATION_S",
+    "step_min_samples": "MLCICD_CANARY_STEP_MIN_SAMPLES",
+    "max_duration_s": "MLCICD_CANARY_MAX_DURATION_S",
+}
+
+
+def make_target(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
+    """The deploy target of this environment (``MlcicdResource.deploy_target``)."""
+    if mlcicd.deploy_target == "k8s":
+        from mlcicd_dagster.rollout.k8s_target import K8sTarget
+
+        return K8sTarget.from_env(mlcicd.home, spec.model_name)
+    from mlcicd_dagster.rollout.local_target import LocalTarget
+
+    return LocalTarget(mlcicd.home, spec.model_name, tracking_uri=mlcicd.mlflow_uri)
+
+
+def _client(mlcicd: MlcicdResource) -> Any:
+    from mlflow import MlflowClient
+
+    uri = mlcicd.setup_mlflow()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, log: Logger):
+    from mlcicd_dagster.rollout.strategies import resume_or_revert
+
+    target, client = make_target(spec, mlcicd), _client(mlcicd)
+    recovered = resume_or_revert(target, registry=client)
+    if recovered.outcome != "unchanged":
+        log.warning(f"previous rollout was interrupted: {recovered.outcome}")
+    state = target.read_state()
+    plan: dict[str, Any] = {"recovered": recovered.outcome, "forced": bool(config.version)}
+    if config.version:
+        mv = client.get_model_version(spec.model_name, config.version)
+        version, run_id = str(mv.version), mv.run_id
+    else:
+        cand = records.read_candidate(mlcicd.home, spec)
+        if not cand:
+            return {**plan, "action": "none", "why": "no candidate model yet"}
+        version, run_id = str(cand["version"]), cand.get("run_id")
+        tags = client.get_model_version(spec.model_name, version).tags
+        if tags.get("gates.decision") != "PASS":
+            why = f"v{version} did not pass the model gates ({tags.get('gates.failed')})"
+            return {**plan, "action": "none", "why": why}
+    if state.stable is not None and state.stable.version == version:
+        return {**plan, "action": "none", "why": f"v{version} already serves as stable"}
+    strategy = config.strategy or spec.rollout.strategy
+    if state.stable is None:
+        strategy = "blue_green"
+    return {
+        **plan,
+        "action": "deploy",
+        "version": version,
+        "run_id": run_id,
+        "model_uri": f"models:/{spec.model_name}/{version}",
+        "strategy": strategy,
+    }
+
+
+def canary_config(spec: PipelineSpec) -> Any:
+    from mlcicd_dagster.rollout.strategies import CanaryConfig
+
+    steps = tuple(w for w in spec.rollout.canary_steps if w < 1.0)
+    values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
+    for field, env in CANARY_ENV.items():
+        if os.environ.get(env):
+            raw = os.environ[env]
+            values[field] = int(raw) if field == "step_min_samples" else float(raw)
+    return CanaryConfig(steps=steps, **values)
+
+
+def execute_rollout(
+    spec: PipelineSpec, mlcicd: MlcicdResource, plan: dict, run_id: str, log: Logger
+) -> dict[str, Any]:
+    if plan.get("action") != "deploy":
+        log.info(f"nothing to roll out: {plan.get('why')}")
+        return {"outcome": "unchanged", "plan": plan, "decisions": []}
+    import pandas as pd
+
+    from mlcicd_dagster.models.loading import load_predictor
+    from mlcicd_dagster.rollout import strategies
+    from mlcicd_dagster.rollout.evidence import LogEvidenceSource
+    from mlcicd_dagster.rollout.state import ModelRef
+
+    target, client = make_target(spec, mlcicd), _client(mlcicd)
+    candidate = ModelRef(
+        version=plan["version"], model_uri=plan["model_uri"], run_id=plan["run_id"]
+    )
+    smoke_rows = pd.read_csv(spec.golden_path).head(SMOKE_ROWS).drop(columns=[spec.label])
+    expected = load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict_proba(
+        smoke_rows
+    )
+    common = {"smoke_rows": smoke_rows, "registry": client}
+    strategy = plan["strategy"]
+    log.info(f"rolling out v{candidate.version} ({strategy})")
+    if strategy == "blue_green":
+        result = strategies.blue_green(target, candidate, expected_scores=expected, **common)
+    elif strategy == "canary":
+        result = strategies.canary(
+            target,
+            candidate,
+            evidence=LogEvidenceSource(mlcicd.home, spec.model_name),
+            config=canary_config(spec),
+            expected_scores=expected,
+            **common,
+        )
+    elif strategy == "shadow":
+        result = strategies.shadow(
+            target,
+            candidate,
+            evidence=LogEvidenceSource(mlcicd.home, spec.model_name),
+            config=strategies.ShadowConfig(fraction=spec.rollout.shadow_fraction),
+            **common,
+        )
+    else:
+        raise ValueError(f"unknown rollout strategy {strategy!r}")
+    out = result.to_dict()
+    out["plan"] = plan
+    out["dagster_run_id"] = run_id
+    return out
+
+
+def record(spec: PipelineSpec, mlcicd: MlcicdResource, outcome: dict, log: Logger) -> dict:
+    from mlcicd_dagster.platform.atomic import atomic_write_json
+    from mlcicd_dagster.rollout.state import read_state
+
+    home = mlcicd.home
+    state = read_state(home.deployment_state(spec.model_name), spec.model_name)
+    summary = {
+        "outcome": outcome.get("outcome"),
+        "version": (outcome.get("plan") or {}).get("version"),
+        "strategy": (outcome.get("plan") or {}).get("strategy"),
+        "why": (outcome.get("plan") or {}).get("why"),
+        "decisions": outcome.get("decisions", []),
+        "serving": state.serving_versions(),
+        "revision": state.revision,
+    }
+    if summary["outcome"] != "unchanged" or not _last_rollout_path(spec, mlcicd).exists():
+        atomic_write_json(_last_rollout_path(spec, mlcicd), summary)
+    if summary["outcome"] == "rolled_back":
+        from mlcicd_dagster.platform.alerts import send_alert
+
+        send_alert(
+            home,
+            "rollout_rolled_back",
+            f"{spec.model_name} v{summary['version']} rolled back",
+            {k: summary[k] for k in ("version", "strategy", "decisions")},
+        )
+    log.info(f"rollout outcome: {summary['outcome']}; serving {summary['serving']}")
+    summary["metadata"] = {
+        "outcome": str(summary["outcome"]),
+        "serving": dg.MetadataValue.json(summary["serving"]),
+        "revision": state.revision,
+        "decisions": _decisions_table(summary["decisions"]),
+    }
+    if summary["why"]:
+        summary["metadata"]["why"] = str(summary["why"])
+    return summary
+
+
+def _last_rollout_path(spec: PipelineSpec, mlcicd: MlcicdResource):
+    return records.model_dir(mlcicd.home, spec) / "last_rollout.json"
+
+
+def _decisions_table(decisions: list[dict]) -> dg.TableMetadataValue:
+    cols = ["check", "passed", "verdict", "step", "statistic", "threshold", "reason"]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in cols])
+    rows = [dg.TableRecord({c: _s(d.get(c)) for c in cols}) for d in decisions]
+    return dg.MetadataValue.table(records=rows, schema=schema)
+
+
+def _s(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)[:300]
+
+
+def decision_checks(spec: PipelineSpec, mlcicd: MlcicdResource):
+    """One check result per decision kind of the last rollout (absent kinds pass as n/a)."""
+    last = records.read_json(_last_rollout_path(spec, mlcicd)) or {}
+    by_check: dict[str, list[dict]] = {}
+    for d in last.get("decisions", []):
+        by_check.setdefault(d["check"], []).append(d)
+    for name in DECISION_CHECKS:
+        ds = by_check.get(name, [])
+        if not ds:
+            yield dg.AssetCheckResult(
+                check_name=name,
+                passed=True,
+                description=f"not part of the last rollout ({last.get('strategy') or 'none'})",
+                metadata={"applicable": False},
+            )
+            continue
+        final = ds[-1]
+        severity = (
+            dg.AssetCheckSeverity.WARN
+            if last.get("outcome") == "rolled_back"
+            else dg.AssetCheckSeverity.ERROR
+        )
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=all(bool(d["passed"]) for d in ds),
+            severity=severity,
+            description=str(final.get("reason"))[:1000],
+            metadata={
+                "applicable": True,
+                "verdict": str(final.get("verdict")),
+                "version": str(final.get("version")),
+                "decisions": _decisions_table(ds),
+            },
+        )
+
+
+def alias_check(spec: PipelineSpec, mlcicd: MlcicdResource) -> dg.AssetCheckResult:
+    from mlcicd_dagster.rollout.registry import alias_mismatches, expected_aliases
+    from mlcicd_dagster.rollout.state import read_state
+
+    state = read_state(mlcicd.home.deployment_state(spec.model_name), spec.model_name)
+    mismatches = alias_mismatches(state, _client(mlcicd))
+    return dg.AssetCheckResult(
+        passed=not mismatches,
+        description="; ".join(mismatches) or "aliases match what serves",
+        metadata={"expected": dg.MetadataValue.json(expected_aliases(state))},
+    )
+
+
+def run_deploy_job(p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, version: str):
+    """Run the deploy job for one named version (what an operator does from the UI)."""
+    job = defs.get_job_def(p.job_name("deploy"))
+    op = f"{p.spec.dataset}__prepare_rollout"
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"ops": {"deployment": {"ops": {op: {"config": {"version": version}}}}}},
+        tags={"mlcicd/trigger": "manual_deploy", "mlcicd/version": version},
+        raise_on_error=False,
+    )
+    return {"run_id": result.run_id, "status": "success" if result.success else "failure"}

@@ -1,0 +1,177 @@
+"""Canary evidence from the logs: prediction log + feedback log -> ``analysis.Evidence``.
+
+The server writes both logs as Parquet parts (schemas in docs/architecture.md);
+DuckDB reads them in place. Canary and stable are compared over the same window
+(rows since the rollout started), so both arms see the same traffic mix. Shadow
+rows share their ``request_id`` with the served stable row, which turns shadow
+comparisons into paired ones (much less noise per request).
+
+Failed requests never reach the prediction log; a caller that knows them (the
+target, from the server's metrics) passes ``error_counts``; without it the
+error-rate guardrail simply has no data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from mlcicd_dagster.platform.home import Home
+from mlcicd_dagster.rollout import analysis as an
+from mlcicd_dagster.rollout.state import DeploymentState
+
+LATENCY_FLOOR_MS = 1e-3  # log(latency) needs a positive number; 1 us is below any real call
+
+ErrorCounts = Callable[[DeploymentState], dict[str, tuple[int, int]]]  # track -> (errors, n)
+
+
+class EvidenceSource(Protocol):
+    """What the canary loop asks after each interval: the evidence since ``since``."""
+
+    def collect(self, state: DeploymentState, since: dt.datetime) -> an.Evidence: ...
+
+
+def _glob(folder: Path) -> str | None:
+    return str(folder / "part-*.parquet") if any(folder.glob("part-*.parquet")) else None
+
+
+def read_window(
+    home: Home, model_name: str, since: dt.datetime, until: dt.datetime | None = None
+) -> pd.DataFrame:
+    """Prediction rows in [since, until) with their feedback label (NaN until it arrives).
+
+    Columns: request_id, ts, model_version, track, latency_ms, prediction, label.
+    """
+    import duckdb
+
+    preds = _glob(home.predictions(model_name))
+    cols = ["request_id", "ts", "model_version", "track", "latency_ms", "prediction", "label"]
+    if preds is None:
+        return pd.DataFrame(columns=cols)
+    feedback = _glob(home.feedback(model_name))
+    until = until or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    label_sql = "NULL::DOUBLE AS label"
+    join_sql = ""
+    if feedback is not None:
+        # Last label wins when a request got feedback twice.
+        join_sql = (
+            "LEFT JOIN (SELECT request_id, arg_max(label, ts) AS label "
+            f"FROM read_parquet('{feedback}', union_by_name=true) GROUP BY request_id) f "
+            "USING (request_id)"
+        )
+        label_sql = "f.label AS label"
+    sql = (
+        "SELECT p.request_id, p.ts, CAST(p.model_version AS VARCHAR) AS model_version, "
+        f"p.track, p.latency_ms, p.prediction, {label_sql} "
+        f"FROM read_parquet('{preds}', union_by_name=true) p {join_sql} "
+        "WHERE p.ts >= ? AND p.ts < ?"
+    )
+    with duckdb.connect() as con:
+        return con.execute(sql, [since, until]).df()
+
+
+def _arm_moments(rows: pd.DataFrame) -> dict[str, an.Moments]:
+    out: dict[str, an.Moments] = {}
+    if rows.empty:
+        return out
+    out["latency"] = an.Moments.of(
+        np.log(np.maximum(rows["latency_ms"].to_numpy(float), LATENCY_FLOOR_MS))
+    )
+    out["prediction_shift"] = an.Moments.of(rows["prediction"].to_numpy(float))
+    labeled = rows[rows["label"].notna()]
+    if not labeled.empty:
+        out["log_loss"] = an.Moments.of(
+            an.log_loss_per_row(labeled["prediction"].to_numpy(), labeled["label"].to_numpy())
+        )
+    return out
+
+
+def _descriptive(c: pd.DataFrame, s: pd.DataFrame) -> dict[str, Any]:
+    d: dict[str, Any] = {"rows_canary": len(c), "rows_stable": len(s)}
+    if len(c) and len(s):
+        from scipy.stats import ks_2samp
+
+        pc, ps = c["prediction"].to_numpy(float), s["prediction"].to_numpy(float)
+        d["psi"] = an.population_stability_index(pc, ps)
+        d["ks"] = float(ks_2samp(pc, ps).statistic)
+        for name, rows in (("canary", c), ("stable", s)):
+            lab = rows[rows["label"].notna()]
+            d[f"labels_{name}"] = len(lab)
+            if len(lab):
+                pred = lab["prediction"].to_numpy(float) >= 0.5
+                d[f"accuracy_{name}"] = float(np.mean(pred == (lab["label"].to_numpy() >= 0.5)))
+    return d
+
+
+def evidence_from_rows(
+    rows: pd.DataFrame,
+    state: DeploymentState,
+    *,
+    error_counts: dict[str, tuple[int, int]] | None = None,
+) -> an.Evidence:
+    """Split logged rows into the canary (or shadow) and stable arms of ``state``."""
+    if state.stable is None:
+        return an.Evidence()
+    stable_v = state.stable.version
+    if state.canary is not None:
+        cand_track, cand_v = "canary", state.canary.version
+    elif state.shadow is not None:
+        cand_track, cand_v = "shadow", state.shadow.version
+    else:
+        return an.Evidence()
+    versions = rows["model_version"].astype(str)
+    s = rows[(rows["track"] == "stable") & (versions == stable_v)]
+    c = rows[(rows["track"] == cand_track) & (versions == cand_v)]
+    canary, stable = _arm_moments(c), _arm_moments(s)
+    paired: dict[str, an.Moments] = {}
+    if cand_track == "shadow":
+        both = c.merge(s, on="request_id", suffixes=("_c", "_s"))
+        if not both.empty:
+            paired["prediction_shift"] = an.Moments.of(
+                both["prediction_c"].to_numpy(float) - both["prediction_s"].to_numpy(float)
+            )
+            lat_c = np.maximum(both["latency_ms_c"].to_numpy(float), LATENCY_FLOOR_MS)
+            lat_s = np.maximum(both["latency_ms_s"].to_numpy(float), LATENCY_FLOOR_MS)
+            paired["latency"] = an.Moments.of(np.log(lat_c) - np.log(lat_s))
+            lab = both[both["label_s"].notna()]
+            if not lab.empty:
+                y = lab["label_s"].to_numpy(float)
+                paired["log_loss"] = an.Moments.of(
+                    an.log_loss_per_row(lab["prediction_c"].to_numpy(), y)
+                    - an.log_loss_per_row(lab["prediction_s"].to_numpy(), y)
+                )
+    if error_counts:
+        for track, arm in ((cand_track, canary), ("stable", stable)):
+            if track in error_counts:
+                errors, n = error_counts[track]
+                arm["error_rate"] = an.Moments.bernoulli(int(errors), int(n))
+    return an.Evidence(
+        canary=canary,
+        stable=stable,
+        paired=paired,
+        descriptive=_descriptive(c, s),
+        window={"stable_version": stable_v, "candidate_version": cand_v, "track": cand_track},
+    )
+
+
+@dataclass
+class LogEvidenceSource:
+    """Evidence from the prediction and feedback logs under ``home``."""
+
+    home: Home
+    model_name: str
+    error_counts: ErrorCounts | None = None
+
+    def collect(self, state: DeploymentState, since: dt.datetime) -> an.Evidence:
+        rows = read_window(self.home, self.model_name, since)
+        ev = evidence_from_rows(
+            rows, state, error_counts=self.error_counts(state) if self.error_counts else None
+        )
+        ev.window["since"] = since.isoformat()
+        return ev
