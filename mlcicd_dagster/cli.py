@@ -83,9 +83,7 @@ def load_code_location() -> Any:
         return importlib.import_module(CODE_LOCATION_MODULE)
     except ModuleNotFoundError as exc:
         if exc.name == CODE_LOCATION_MODULE:
-            raise CliError(
-                "no definitions.py here: run mlcicd from the repository root"
-            ) from None
+            raise CliError("no definitions.py here: run mlcicd from the repository root") from None
         raise
 
 
@@ -158,7 +156,8 @@ def _cmd_ci(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.ci import run_ci
 
     module = load_code_location()
-    return run_ci(module.credit_default, report_path=Path(args.report), sample_rows=args.sample_rows)
+    report = Path(args.report)
+    return run_ci(module.credit_default, report_path=report, sample_rows=args.sample_rows)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ SPEC = PipelineSpec(
     gates_path=HERE / "gates.yaml",
     behavioral_path=HERE / "behavioral.yaml",
     golden_path=DATA / "golden.csv.gz",
+    sample_path=DATA / "pool.csv.gz",
     trainer="sklearn",
     # Domain knowledge as a constraint: one more month of payment delay is never good
     # news (the behavioral suite tests exactly this, with zero tolerance).

@@ -175,8 +175,10 @@ class StoryRunner:
             print(f"{act.title:<34}{act.outcome}")
         d = status["deployment"]
         print("-" * 78)
-        print(f"Serving: v{d['stable']['version'] if d['stable'] else '-'} "
-              f"(revision {d['revision']}); aliases in sync: {not d['alias_mismatches']}")
+        print(
+            f"Serving: v{d['stable']['version'] if d['stable'] else '-'} "
+            f"(revision {d['revision']}); aliases in sync: {not d['alias_mismatches']}"
+        )
         print(f"Landed files: {len(self.landed)}; quarantined: {len(status['quarantine'])}")
         if self.traffic is not None:
             print(f"Traffic: {self.traffic_line()}")

@@ -216,7 +216,7 @@ def _non_check_failures(result: dg.ExecuteInProcessResult) -> list[Any]:
     for e in result.all_events:
         if e.event_type_value != "STEP_FAILURE":
             continue
-        err = e.event_specific_data.error if e.event_specific_data else None
+        err = e.step_failure_data.error
         if err is None or "DagsterAssetCheckFailedError" not in (err.cls_name or ""):
             failures.append(e)
     return failures
@@ -224,7 +224,7 @@ def _non_check_failures(result: dg.ExecuteInProcessResult) -> list[Any]:
 
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
     for e in _non_check_failures(result):
-        err = e.event_specific_data.error if e.event_specific_data else None
+        err = e.step_failure_data.error
         if err is not None:
             return f"{e.step_key}: {err.message.strip()[:500]}"
     return "run failed"

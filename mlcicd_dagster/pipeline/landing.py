@@ -24,6 +24,7 @@ def landing_tick(
 ) -> dg.SensorResult:
     from mlcicd_dagster.data.landing import DEFAULT_SETTLE_SECONDS, scan_landing
     from mlcicd_dagster.data.quarantine import record_refusal
+    from mlcicd_dagster.pipeline.monitoring_policy import trigger_tags_for
 
     spec = p.spec
     settle = float(os.environ.get(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))
@@ -49,7 +50,11 @@ def landing_tick(
                 # A file re-offered after a stalled write (new ctime) runs again.
                 run_key=f"{key}@{f.ctime_ns}",
                 partition_key=key,
-                tags={"mlcicd/landed_file": f.name[:200], "mlcicd/trigger": "landing"},
+                tags={
+                    "mlcicd/landed_file": f.name[:200],
+                    "mlcicd/trigger": "landing",
+                    **trigger_tags_for(home, spec, f.name),
+                },
             )
         )
     return dg.SensorResult(

@@ -75,7 +75,7 @@ def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.Materi
             "batches": len(keys),
             "train_rows": len(train),
             "holdout_rows": len(holdout),
-            "positive_rate": round(manifest["positive_rate"], 4),
+            "positive_rate": round(float(rows[spec.label].mean()), 4),
             "dagster/row_count": len(rows),
         }
     )

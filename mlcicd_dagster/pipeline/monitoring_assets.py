@@ -22,6 +22,7 @@ MONITORING_CHECKS: dict[str, str] = {
     "feature_drift": "Per-feature drift vs the training reference (Holm-corrected, "
     "effect-size floor).",
     "prediction_drift": "Shift of the served score distribution vs the training reference.",
+    "label_coverage": "Enough served predictions received their feedback label.",
 }
 
 

@@ -33,6 +33,7 @@ class PipelineSpec:
     gates_path: Path  # model gate thresholds, margins, slices
     behavioral_path: Path  # behavioral test cases
     golden_path: Path  # trusted labelled rows, never taken from landed data
+    sample_path: Path | None = None  # rows `mlcicd ci` runs the pipeline on (a PR check)
     holdout_fraction: float = 0.2
     trainer: str = "sklearn"  # sklearn | torch
     trainer_params: dict = field(default_factory=dict)
