@@ -21,7 +21,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 @pytest.fixture
 def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh MLCICD_HOME for one test; MLFLOW_TRACKING_URI cleared so the embedded store is used."""
+    """A fresh MLCICD_HOME for one test (MLFLOW_TRACKING_URI cleared: the embedded store)."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("MLCICD_HOME", str(home))

@@ -3,7 +3,7 @@
 Acts, each through the real system (landing zone, sensors via ``mlcicd cycle``,
 Dagster runs, MLflow, the model server over HTTP):
 
-1. two months of data land -> the first champion is trained, gated and rolled out
+1. the first months of data land -> the first champion is trained, gated and rolled out
 2. clients call the server (held-back rows) and their labels come back as feedback
 3. a defective export lands -> quarantined with a readable reason
 4. a new good batch lands -> a new model is trained, gated, canaried and promoted
@@ -18,7 +18,6 @@ Running it twice works: the demo home is reset when it was made by a demo.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -114,20 +113,16 @@ def reset_home(home_root: Path) -> None:
 def run_demo(module: Any, *, fast: bool = False) -> int:
     from mlcicd_dagster.demo.story_runner import StoryRunner
 
-    os.environ.setdefault("MLCICD_LANDING_SETTLE_SECONDS", "0.5")
     runner = StoryRunner(module, reset=reset_home)
     parts = slices(fast)
     story = Story()
     label = SPEC.label
     with runner:
         t = time.perf_counter()
-        runner.say("1. Two months of data land; the first model becomes champion")
-        runner.land("2005-04_statements.csv", parts["batch_1"].iloc[: len(parts["batch_1"]) // 2])
-        runner.land(
-            "2005-05_statements.parquet", parts["batch_1"].iloc[len(parts["batch_1"]) // 2 :]
-        )
+        runner.say("1. The first months of data land; the first model becomes champion")
+        runner.land("2005-04_statements.csv", parts["batch_1"])
         runner.cycle()
-        story.record("first batches -> first champion", runner.serving_line(), t)
+        story.record("first batch -> first champion", runner.serving_line(), t)
 
         t = time.perf_counter()
         runner.say("2. Clients call the server; their labels come back as feedback")

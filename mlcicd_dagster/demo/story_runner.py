@@ -23,7 +23,15 @@ from mlcicd_dagster.demo.traffic import TrafficReplayer
 from mlcicd_dagster.platform.home import Home
 
 MONITOR_WINDOW_MINUTES = 1  # demo windows: the story cannot wait for hourly ones
-TRAFFIC_RATE = 60.0  # requests per second replayed by the demo's clients
+TRAFFIC_RATE = 100.0  # requests per second replayed by the demo's clients
+# A demo canary moves in seconds, not the production minutes (see deploy_ops.CANARY_ENV).
+DEMO_CANARY = {
+    "MLCICD_CANARY_CHECK_INTERVAL_S": "2",
+    "MLCICD_CANARY_STEP_MIN_DURATION_S": "4",
+    "MLCICD_CANARY_STEP_MIN_SAMPLES": "60",
+    "MLCICD_CANARY_MAX_DURATION_S": "240",
+    "MLCICD_LANDING_SETTLE_SECONDS": "0.5",
+}
 
 
 class StoryRunner:
@@ -33,6 +41,8 @@ class StoryRunner:
         self.spec = self.p.spec
         self.home = Home.from_env()
         self.reset = reset
+        for key, value in DEMO_CANARY.items():
+            os.environ.setdefault(key, value)
         self.server: Any = None
         self.url = ""
         self.traffic: TrafficReplayer | None = None

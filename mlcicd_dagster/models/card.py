@@ -89,4 +89,16 @@ def store_card(
     from mlcicd_dagster.models.registry import client, set_version_description
 
     client(tracking_uri).log_text(run_id, markdown, "model_card.md")
-    set_version_description(tracking_uri, model_name, version, markdown[:60000])
+    set_version_description(tracking_uri, model_name, version, description_of(markdown))
+
+
+DESCRIPTION_MAX_CHARS = 5000
+"""MLflow's column limit for a model version description (PostgreSQL enforces it)."""
+
+
+def description_of(markdown: str) -> str:
+    """The card as a version description: whole if it fits, else cut with a pointer."""
+    if len(markdown) <= DESCRIPTION_MAX_CHARS:
+        return markdown
+    note = "\n\n... (cut here; the whole card is the run artifact model_card.md)"
+    return markdown[: DESCRIPTION_MAX_CHARS - len(note)] + note

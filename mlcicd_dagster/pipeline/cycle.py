@@ -60,6 +60,7 @@ def run_cycle(
     *,
     sensor_names: list[str] | None = None,
     max_passes: int = MAX_PASSES,
+    quiet: bool = True,
 ) -> CycleReport:
     """Evaluate sensors and run their requests until none asks for more (bounded)."""
     report = CycleReport()
@@ -72,7 +73,7 @@ def run_cycle(
     for _ in range(max_passes):
         requested = 0
         for sensor in sensors:
-            requested += _evaluate_once(defs, instance, sensor, report)
+            requested += _evaluate_once(defs, instance, sensor, report, quiet)
         if not requested:
             break
     return report
@@ -83,6 +84,7 @@ def _evaluate_once(
     instance: dg.DagsterInstance,
     sensor: dg.SensorDefinition,
     report: CycleReport,
+    quiet: bool,
 ) -> int:
     key = CURSOR_PREFIX + sensor.name
     cursor = instance.run_storage.get_cursor_values({key}).get(key)
@@ -107,7 +109,7 @@ def _evaluate_once(
         if rr.run_key and _already_ran(instance, rr.run_key):
             continue  # the daemon (or an earlier cycle) already launched this request
         job_name = rr.job_name or _sensor_job_name(sensor)
-        outcome = _execute(defs, instance, sensor.name, job_name, rr)
+        outcome = _execute(defs, instance, sensor.name, job_name, rr, quiet)
         report.runs.append(outcome)
         if outcome.outcome != "success":
             _alert(outcome)
@@ -164,8 +166,12 @@ def _execute(
     sensor_name: str,
     job_name: str,
     rr: dg.RunRequest,
+    quiet: bool,
 ) -> RunOutcome:
-    job = defs.get_job_def(job_name)
+    job = defs.resolve_job_def(job_name)
+    run_config = dict(rr.run_config or {})
+    if quiet:  # events still go to the instance (the UI); only the console is spared
+        run_config.setdefault("loggers", {"console": {"config": {"log_level": "CRITICAL"}}})
     tags = {**(rr.tags or {}), "dagster/sensor_name": sensor_name, "mlcicd/via": "cycle"}
     if rr.run_key:
         tags[RUN_KEY_TAG] = rr.run_key
@@ -174,7 +180,7 @@ def _execute(
         instance=instance,
         partition_key=rr.partition_key,
         tags=tags,
-        run_config=rr.run_config or None,
+        run_config=run_config or None,
         asset_selection=list(rr.asset_selection) if rr.asset_selection else None,
         raise_on_error=False,
     )
@@ -226,5 +232,7 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
     for e in _non_check_failures(result):
         err = e.step_failure_data.error
         if err is not None:
-            return f"{e.step_key}: {err.message.strip()[:500]}"
+            while err.cause is not None:  # the user code's exception, not Dagster's wrapper
+                err = err.cause
+            return f"{e.step_key}: {err.cls_name}: {err.message.strip()[:500]}"
     return "run failed"

@@ -254,11 +254,14 @@ def alias_check(spec: PipelineSpec, mlcicd: MlcicdResource) -> dg.AssetCheckResu
 
 def run_deploy_job(p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, version: str):
     """Run the deploy job for one named version (what an operator does from the UI)."""
-    job = defs.get_job_def(p.job_name("deploy"))
+    job = defs.resolve_job_def(p.job_name("deploy"))
     op = f"{p.spec.dataset}__prepare_rollout"
     result = job.execute_in_process(
         instance=instance,
-        run_config={"ops": {"deployment": {"ops": {op: {"config": {"version": version}}}}}},
+        run_config={
+            "ops": {"deployment": {"ops": {op: {"config": {"version": version}}}}},
+            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        },
         tags={"mlcicd/trigger": "manual_deploy", "mlcicd/version": version},
         raise_on_error=False,
     )

@@ -61,8 +61,10 @@ def materialize_window(
         reference=reference_profile(spec, home),
         numeric=spec.numeric_features,
         categorical=spec.categorical_features,
-        reference_predictions={v: _reference_scores(spec, uri, v) for v in versions},
-        baseline={v: _baseline(spec, uri, v) for v in versions},
+        reference_predictions={
+            v: _reference_scores(spec.model_name, spec.golden_path, uri, v) for v in versions
+        },
+        baseline={v: _baseline(spec.model_name, uri, v) for v in versions},
     )
     save_result(home, result)
     summary = _summary(result)
@@ -71,15 +73,28 @@ def materialize_window(
         {"window": result.window_key, "summary": summary, "result": result.to_dict()},
     )
     log.info(summary)
-    yield dg.MaterializeResult(metadata={**result.to_metadata(), "summary": summary})
+    yield dg.MaterializeResult(metadata={**_metadata(result.to_metadata()), "summary": summary})
     for check in result.checks():
         yield dg.AssetCheckResult(
             check_name=check.name,
             passed=check.passed,
             severity=dg.AssetCheckSeverity(check.severity),
             description=check.description[:1000],
-            metadata=dict(check.metadata),
+            metadata=_metadata(check.metadata),
         )
+
+
+def _metadata(raw: Any) -> dict[str, Any]:
+    """Dagster metadata from the library's: containers become JSON values."""
+    import json
+
+    out: dict[str, Any] = {}
+    for k, v in dict(raw).items():
+        if not isinstance(v, dg.MetadataValue) and isinstance(v, tuple | list | dict):
+            out[k] = dg.MetadataValue.json(json.loads(json.dumps(v, default=str)))
+        else:
+            out[k] = v
+    return out
 
 
 def _summary(result: Any) -> str:
@@ -105,25 +120,24 @@ def _served_versions(home: Home, spec: PipelineSpec) -> list[str]:
 
 
 @functools.lru_cache(maxsize=16)
-def _reference_scores(spec: PipelineSpec, uri: str, version: str) -> Any:
+def _reference_scores(model_name: str, golden_path: Any, uri: str, version: str) -> Any:
     """The version's scores on the golden rows: the yardstick of prediction drift."""
     import pandas as pd
 
     from mlcicd_dagster.models.loading import load_predictor
 
-    golden = pd.read_csv(spec.golden_path)
-    return load_predictor(f"models:/{spec.model_name}/{version}", tracking_uri=uri).predict_proba(
-        golden
-    )
+    golden = pd.read_csv(golden_path)
+    predictor = load_predictor(f"models:/{model_name}/{version}", tracking_uri=uri)
+    return predictor.predict_proba(golden)
 
 
 @functools.lru_cache(maxsize=16)
-def _baseline(spec: PipelineSpec, uri: str, version: str) -> dict[str, float]:
+def _baseline(model_name: str, uri: str, version: str) -> dict[str, float]:
     """The version's holdout metrics at training time (what 'degraded' is measured from)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    run_id = client.get_model_version(spec.model_name, version).run_id
+    run_id = client.get_model_version(model_name, version).run_id
     metrics = client.get_run(run_id).data.metrics if run_id else {}
     return {k: float(metrics[m]) for k, m in BASELINE_METRICS.items() if m in metrics}
 

@@ -213,7 +213,11 @@ class ModelServer:
     async def invocations(self, request: Request) -> Response:
         t0 = _perf()
         snap = self.deployment.snapshot
-        if snap is None or snap.stable is None:
+        forced = request.headers.get("x-track")
+        # A named track answers even before anything is stable: blue-green smoke-tests
+        # the first green model on its weight-0 track before switching traffic to it.
+        track_only = bool(forced) and snap is not None and snap.tracks.get(forced) is not None
+        if snap is None or (snap.stable is None and not track_only):
             self.metrics.errors.labels("", "none", "unavailable").inc()
             why = self.deployment.load_error or (
                 "models are loading"
@@ -228,9 +232,7 @@ class ModelServer:
             return error_response(exc.status, exc.message)
         n = table.n_rows
         ids = self.ids.mint(n)
-        headers = request.headers
-        key = headers.get("x-routing-key") or ids[0]
-        forced = headers.get("x-track")
+        key = request.headers.get("x-routing-key") or ids[0]
         if forced:
             model = snap.tracks.get(forced)
             if model is None:

@@ -143,3 +143,13 @@ def test_track_reuse_card_and_ci(tracking_uri, pool, golden, features, monkeypat
     assert get_version_tags(tracking_uri, "tracked", "2")["mlcicd.fingerprint"] == (
         changed.fingerprint
     )
+
+
+def test_card_description_fits_mlflows_column_limit():
+    # PostgreSQL enforces MLflow's 5000-character description column; SQLite does not.
+    from mlcicd_dagster.models.card import DESCRIPTION_MAX_CHARS, description_of
+
+    long_card = "# card\n" + "x" * 20_000
+    assert len(description_of(long_card)) == DESCRIPTION_MAX_CHARS
+    assert "model_card.md" in description_of(long_card)
+    assert description_of("# short") == "# short"

@@ -10,7 +10,6 @@ import time
 import dagster as dg
 import pandas as pd
 import pytest
-
 from tests_support import DATA
 
 DATA_ASSETS = [
@@ -50,7 +49,7 @@ def _tick(module, instance, cursor=None):
 
 
 def _run(module, instance, key):
-    job = module.defs.get_job_def("credit_default_ingest")
+    job = module.defs.resolve_job_def("credit_default_ingest")
     return job.execute_in_process(
         instance=instance, partition_key=key, asset_selection=DATA_ASSETS, raise_on_error=False
     )
@@ -79,7 +78,9 @@ def test_good_batch_reaches_the_lake_and_bad_batch_is_quarantined(location, home
     assert len(pd.read_parquet(next(lake.glob("*.parquet")))) == 300
 
     qdir = home_dir / "quarantine" / "credit_default"
-    assert (qdir / "bad.csv").read_bytes() == (home_dir / "landing/credit_default/bad.csv").read_bytes()
+    assert (qdir / "bad.csv").read_bytes() == (
+        home_dir / "landing/credit_default/bad.csv"
+    ).read_bytes()
     reason = json.loads((qdir / "bad.csv.reason.json").read_text())
     assert "AGE" in json.dumps(reason)
     # the landing zone is untouched

@@ -8,7 +8,6 @@ import sys
 
 import dagster as dg
 import pytest
-
 from tests_support import ROOT
 
 EXPECTED_ASSETS = {
@@ -64,7 +63,7 @@ def test_k8s_environment_composes_k8s_executor(home_dir, monkeypatch):
     monkeypatch.setenv("MLCICD_ENV", "k8s")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     defs = _load()
-    job = defs.get_job_def("credit_default_ingest")
+    job = defs.resolve_job_def("credit_default_ingest")
     assert "k8s" in job.executor_def.name
     monkeypatch.setenv("MLCICD_ENV", "local")
     _load()
@@ -85,7 +84,5 @@ def test_importing_definitions_loads_no_heavy_library(home_dir):
 def test_dagster_cli_validates_the_code_location_from_the_repo_root(home_dir):
     dagster = ROOT / ".venv" / "bin" / "dagster"
     exe = str(dagster) if dagster.exists() else "dagster"
-    out = subprocess.run(
-        [exe, "definitions", "validate"], cwd=ROOT, capture_output=True, text=True
-    )
+    out = subprocess.run([exe, "definitions", "validate"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
