@@ -256,10 +256,11 @@ def run_deploy_job(p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, v
     """Run the deploy job for one named version (what an operator does from the UI)."""
     job = defs.resolve_job_def(p.job_name("deploy"))
     op = f"{p.spec.dataset}__prepare_rollout"
+    graph = dg.AssetKey(p.spec.key("deployment")).to_python_identifier()
     result = job.execute_in_process(
         instance=instance,
         run_config={
-            "ops": {"deployment": {"ops": {op: {"config": {"version": version}}}}},
+            "ops": {graph: {"ops": {op: {"config": {"version": version}}}}},
             "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
         },
         tags={"mlcicd/trigger": "manual_deploy", "mlcicd/version": version},

@@ -26,7 +26,11 @@ from mlcicd_dagster.platform.home import Home
 from mlcicd_dagster.rollout import analysis as an
 from mlcicd_dagster.rollout.state import DeploymentState
 
-LATENCY_FLOOR_MS = 1e-3  # log(latency) needs a positive number; 1 us is below any real call
+LATENCY_FLOOR_MS = 5.0
+"""Latencies below this count as this much in the latency guardrail. The guardrail's
+margin is relative (25% slower), and a 25% difference between two sub-millisecond
+calls is cache noise no client can feel; below a few ms (well inside the 20 ms p99
+budget) only a slowdown that lifts calls above the floor counts. Also keeps log() finite."""
 
 ErrorCounts = Callable[[DeploymentState], dict[str, tuple[int, int]]]  # track -> (errors, n)
 

@@ -213,7 +213,7 @@ class ModelServer:
     async def invocations(self, request: Request) -> Response:
         t0 = _perf()
         snap = self.deployment.snapshot
-        forced = request.headers.get("x-track")
+        forced = request.headers.get("x-track") or ""
         # A named track answers even before anything is stable: blue-green smoke-tests
         # the first green model on its weight-0 track before switching traffic to it.
         track_only = bool(forced) and snap is not None and snap.tracks.get(forced) is not None
@@ -243,8 +243,10 @@ class ModelServer:
             track = forced
         elif snap.canary is not None and routing.goes_to_canary(key, snap.canary_weight):
             model, track = snap.canary, "canary"
-        else:
+        elif snap.stable is not None:
             model, track = snap.stable, "stable"
+        else:  # unreachable: without a stable model only a named track gets this far
+            return error_response(503, "not ready: no stable model")
         mm = model.metrics(track)
         try:
             matrix = table.matrix(model.feature_names)

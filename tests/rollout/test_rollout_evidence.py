@@ -6,6 +6,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mlcicd_dagster.rollout import analysis as an
 from mlcicd_dagster.rollout.evidence import LogEvidenceSource, read_window
@@ -80,3 +81,16 @@ def test_no_logs_yet_is_no_evidence(home):
     ev = LogEvidenceSource(home, MODEL).collect(_state("canary"), dt.datetime.now(dt.UTC))
     assert ev.n_canary() == 0
     assert an.analyse(ev).verdict == an.CONTINUE
+
+
+def test_latency_guardrail_ignores_differences_below_the_floor():
+    # 0.9 ms vs 1.1 ms (22% slower) is cache noise: both count as the floor, so no rollback.
+    from mlcicd_dagster.rollout.evidence import LATENCY_FLOOR_MS, _arm_moments
+
+    fast = pd.DataFrame({"latency_ms": np.full(300, 0.9), "prediction": 0.2, "label": np.nan})
+    slow = pd.DataFrame({"latency_ms": np.full(300, 1.1), "prediction": 0.2, "label": np.nan})
+    a, b = _arm_moments(fast)["latency"], _arm_moments(slow)["latency"]
+    assert a.mean == b.mean == pytest.approx(np.log(LATENCY_FLOOR_MS))
+    # above the floor a real slowdown still shows
+    slower = pd.DataFrame({"latency_ms": np.full(300, 12.0), "prediction": 0.2, "label": np.nan})
+    assert _arm_moments(slower)["latency"].mean > a.mean
