@@ -152,7 +152,7 @@ def run_demo(module: Any, *, fast: bool = False) -> int:
         runner.say("6. Traffic drifts: credit limits halved for a new segment")
         runner.replace_traffic(drifted(parts["drift_traffic"]), label)
         runner.monitor_until_retrain(max_windows=4)
-        story.record("drift -> retrain", runner.rollout_line(), t)
+        story.record("drift -> retrain", runner.retrain_line(), t)
 
         t = time.perf_counter()
         runner.say("7. A batch with inverted labels lands")

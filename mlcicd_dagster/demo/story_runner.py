@@ -152,6 +152,17 @@ class StoryRunner:
         stable = s.stable.version if s.stable else "-"
         return f"{s.phase}: v{stable} stable; last event: {last}"
 
+    def retrain_line(self) -> str:
+        from mlcicd_dagster.pipeline import records
+
+        triggers = records.read_jsonl(
+            records.monitoring_dir(self.home, self.spec) / "triggers.jsonl"
+        )
+        if not triggers:
+            return f"no retrain triggered; {self.rollout_line()}"
+        t = triggers[-1]
+        return f"{t['cause']} trigger ({t['reason']}); {t.get('rows')} labelled rows -> {self.rollout_line()}"
+
     def traffic_line(self) -> str:
         assert self.traffic is not None
         st = self.traffic.stats
@@ -182,7 +193,8 @@ class StoryRunner:
         print("SUMMARY")
         print(f"{'act':<34}{'outcome'}")
         for act in story.acts:
-            print(f"{act.title:<34}{act.outcome}")
+            outcome = act.outcome if len(act.outcome) <= 110 else act.outcome[:107] + "..."
+            print(f"{act.title:<34}{outcome}")
         d = status["deployment"]
         print("-" * 78)
         print(

@@ -320,10 +320,11 @@ def gate_non_inferiority(inp: GateInputs) -> GateResult:
         numbers["design_false_rejection_total"] = design_total
         head = "at least as good as the champion" if passed else "not shown non-inferior"
         summary = f"candidate {head} on holdout and golden"
+        # design_total is a union bound over four tests: it can pass 1, a probability cannot
         if design_total > cfg.max_design_false_rejection:
             summary += (
                 f" (warning: with these set sizes an equally good model is rejected with "
-                f"probability up to {design_total:.1%}; widen margins or add rows)"
+                f"probability up to {min(design_total, 1.0):.0%}; widen margins or add rows)"
             )
         rule = (
             f"AUC difference lower bound >= -{cfg.auc_margin} and log-loss difference upper "

@@ -225,6 +225,7 @@ def _act_on(spec: PipelineSpec, home: Home, trigger: Any, now: dt.datetime) -> d
         features=list(spec.features),
         label=spec.label,
         id_column=spec.id_column,
+        dtypes=_dataset_dtypes(spec.golden_path),
     )
     record = {
         "at": now.isoformat(),
@@ -248,6 +249,15 @@ def _act_on(spec: PipelineSpec, home: Home, trigger: Any, now: dt.datetime) -> d
         {k: record[k] for k in ("reason", "window", "batch_file", "rows")},
     )
     return record
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset_dtypes(golden_path: Any) -> dict[str, Any]:
+    """The dataset's column types (from its golden rows): a feedback batch must match them,
+    or the data gate rightly rejects integer codes that come back as floats."""
+    import pandas as pd
+
+    return pd.read_csv(golden_path, nrows=200).dtypes.to_dict()
 
 
 def trigger_tags_for(home: Home, spec: PipelineSpec, file_name: str) -> dict[str, str]:
