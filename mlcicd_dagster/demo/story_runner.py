@@ -161,7 +161,9 @@ class StoryRunner:
         if not triggers:
             return f"no retrain triggered; {self.rollout_line()}"
         t = triggers[-1]
-        return f"{t['cause']} trigger ({t['reason']}); {t.get('rows')} labelled rows -> {self.rollout_line()}"
+        rows = t.get("rows")
+        rollout = self.rollout_line()
+        return f"{t['cause']} trigger ({t['reason']}); {rows} labelled rows -> {rollout}"
 
     def traffic_line(self) -> str:
         assert self.traffic is not None
