@@ -262,13 +262,15 @@ def evaluate(
                 f"given to the policy of {state.model_name!r}"
             )
         primary = result.primary_version
-        if primary is not None and primary != drift_ref:
-            # Another version serves: its reference is its own training data; old
-            # streaks and answered causes no longer apply.
-            streaks = {}
-            drift_ref = primary
         # -- drift streaks (once per window, in time order) --------------------------
+        # Only windows newer than any seen move the streaks: callers pass the recent
+        # history on every tick, and replaying an old window must not reset them.
         if last_end is None or result.end > last_end:
+            if primary is not None and primary != drift_ref:
+                # Another version serves: its reference is its own training data; old
+                # streaks no longer apply.
+                streaks = {}
+                drift_ref = primary
             fd = result.feature_drift
             if fd is not None and fd.judged:
                 flagged = set(fd.drifted)

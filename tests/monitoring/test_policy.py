@@ -199,3 +199,18 @@ def test_run_policy_persists_atomically_and_alerts_once(home):
     policy_state_path(home, "m").write_text("{not json")
     with pytest.raises(ValueError, match="cannot read retraining policy state"):
         load_state(home, "m")
+
+
+def test_history_replayed_every_tick_across_a_version_change_still_builds_a_streak():
+    # The sensor passes the recent history on every tick. An old window of the previous
+    # version must not reset the new version's streak when it is read again (regression:
+    # the demo's sustained drift never triggered after a canary promotion).
+    policy = RetrainPolicy(drift_windows=2)
+    history = [_result(0, version="1"), _result(1, version="1")]
+    state = PolicyState("m")
+    fired = []
+    for i in range(2, 5):
+        history.append(_result(i, drifted=("a",), version="2"))
+        decisions, state = evaluate(policy, state, history, history[-1].end)
+        fired += decisions
+    assert [t.causes for t in fired] == [("drift@2",)]
