@@ -41,7 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(title="commands")
 
     demo = sub.add_parser("demo", help="the whole CI/CD story on the embedded defaults")
-    demo.add_argument("--fast", action="store_true", help="smaller batches (tests)")
     demo.set_defaults(func=_cmd_demo)
 
     serve = sub.add_parser("serve", help="the model server")
@@ -149,7 +148,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     module = load_code_location()
     from assets.credit_default.story import run_demo
 
-    return int(run_demo(module, fast=args.fast) or 0)
+    return int(run_demo(module) or 0)
 
 
 def _cmd_ci(args: argparse.Namespace) -> int:

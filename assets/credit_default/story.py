@@ -50,11 +50,10 @@ class Story:
         print(f"  -> {outcome}  [{act.seconds:.0f}s]\n", flush=True)
 
 
-def slices(fast: bool) -> dict[str, pd.DataFrame]:
+def slices() -> dict[str, pd.DataFrame]:
     """Disjoint row sets of the shipped pool, fixed by a seed."""
     pool = pd.read_csv(DATA / "pool.csv.gz")
     pool = pool.sample(frac=1.0, random_state=SEED).reset_index(drop=True)
-    scale = 0.5 if fast else 1.0
     sizes = {
         "batch_1": 5000,
         "traffic": 3000,
@@ -65,7 +64,6 @@ def slices(fast: bool) -> dict[str, pd.DataFrame]:
     }
     out, start = {}, 0
     for name, n in sizes.items():
-        n = int(n * scale)
         out[name] = pool.iloc[start : start + n].reset_index(drop=True)
         start += n
     return out
@@ -110,11 +108,11 @@ def reset_home(home_root: Path) -> None:
     marker.write_text("made by `mlcicd demo`; the next demo resets this folder\n")
 
 
-def run_demo(module: Any, *, fast: bool = False) -> int:
+def run_demo(module: Any) -> int:
     from mlcicd_dagster.demo.story_runner import StoryRunner
 
     runner = StoryRunner(module, reset=reset_home)
-    parts = slices(fast)
+    parts = slices()
     story = Story()
     label = SPEC.label
     with runner:
@@ -127,7 +125,7 @@ def run_demo(module: Any, *, fast: bool = False) -> int:
         t = time.perf_counter()
         runner.say("2. Clients call the server; their labels come back as feedback")
         runner.start_traffic(parts["traffic"], label)
-        runner.wait_for_feedback(min_labels=300 if fast else 600)
+        runner.wait_for_feedback(min_labels=600)
         story.record("traffic + feedback", runner.traffic_line(), t)
 
         t = time.perf_counter()

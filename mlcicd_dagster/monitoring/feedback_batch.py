@@ -138,6 +138,11 @@ def export_feedback_batch(
     df = data.frame
     df = df[(df["track"] != "shadow") & df["label"].isin([0.0, 1.0])]
     df = df.drop_duplicates("request_id").sort_values(["ts", "request_id"], kind="stable")
+    # Identical requests with the same label are one training example: a client that
+    # retries or polls must not outweigh the others, and its copies would otherwise
+    # straddle the train/holdout split and flatter the holdout.
+    n_labelled = len(df)
+    df = df.drop_duplicates([*features, "label"], keep="last")
     if len(df) < min_rows:
         return FeedbackBatch(
             None,
@@ -177,6 +182,7 @@ def export_feedback_batch(
         "window": window,
         "as_of": (utc(as_of) if as_of else dt.datetime.now(dt.UTC)).isoformat(),
         "n_rows": int(len(out)),
+        "n_repeats_dropped": int(n_labelled - len(df)),
         "n_hard": int(len(hard_idx)),
         "threshold": threshold,
         "hard_example_ids": [_py(v) for v in hard_ids],

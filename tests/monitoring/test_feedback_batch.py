@@ -28,7 +28,7 @@ def _log(home, n=20, with_id=False):
             "model_version": "1",
             "track": "stable",
             "prediction": np.linspace(0.05, 0.95, n),
-            "LIMIT": rng.integers(1, 9, n) * 10000.0,
+            "LIMIT": (np.arange(n) + 1) * 10000.0,  # distinct rows: no repeated requests
             "SEX": rng.integers(1, 3, n).astype(float),
         }
     )
@@ -133,3 +133,30 @@ def test_bad_casts_and_columns_are_refused(home):
     with pytest.raises(ValueError, match="distinct"):
         export_feedback_batch(home, "m", "ds", T0, T0 + H, features=["y"], label="y")
     assert list(home.landing("ds").iterdir()) == []
+
+
+def test_repeated_identical_requests_are_one_example(home):
+    # A client polling with the same features and the same label: one training row.
+    n = 30
+    p = pd.DataFrame(
+        {
+            "request_id": [f"q{i}" for i in range(n)],
+            "ts": [T0 + i * S for i in range(n)],
+            "model_version": "1",
+            "track": "stable",
+            "prediction": 0.3,
+            "LIMIT": np.where(np.arange(n) < 20, 50000.0, (np.arange(n) + 1) * 1000.0),
+            "SEX": 1.0,
+        }
+    )
+    write_prediction_part(home.predictions("m"), p)
+    write_feedback_part(
+        home.feedback("m"),
+        pd.DataFrame({"request_id": p["request_id"], "label": 0.0, "ts": T0 + H}),
+    )
+    b = export_feedback_batch(
+        home, "m", "ds", T0, T0 + H, features=["LIMIT", "SEX"], label="y", as_of=T0 + 2 * H
+    )
+    df = pd.read_parquet(b.path)
+    assert len(df) == 11  # 20 identical requests -> 1, plus 10 distinct ones
+    assert b.metadata["n_repeats_dropped"] == 19
