@@ -39,7 +39,10 @@ def main() -> None:
         reg_c = log_and_register(
             champ.model, model_name="b", X_example=train[feats].head(8), tracking_uri=uri
         )
+        from mlcicd_dagster.models.gates import prewarm_infra_validation
+
         t0 = time.perf_counter()
+        prewarm_infra_validation()  # as the pipeline's model step does, before training
         tracked = train_and_track(
             SklearnTrainer(monotonic_increase=pay),
             train,

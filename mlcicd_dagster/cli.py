@@ -37,7 +37,9 @@ class CliError(RuntimeError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlcicd", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="mlcicd", description="Continuous integration and delivery for ML, on Dagster."
+    )
     sub = p.add_subparsers(title="commands")
 
     demo = sub.add_parser("demo", help="the whole CI/CD story on the embedded defaults")

@@ -706,7 +706,14 @@ _INFRA_SCRIPT = """
 import json, sys
 import numpy as np, pandas as pd
 from mlcicd_dagster.models.loading import load_predictor
-uri, tracking_uri, data, out = sys.argv[1:5]
+import mlflow.artifacts, mlflow.sklearn, sklearn.ensemble, skops.io  # the slow imports
+if len(sys.argv) >= 5:
+    uri, tracking_uri, data, out = sys.argv[1:5]
+else:  # pre-warmed: wait for the job (parent gone or nothing to judge -> just exit)
+    line = sys.stdin.readline()
+    if not line.strip():
+        sys.exit(0)
+    uri, tracking_uri, data, out = line.rstrip("\\n").split("\\t")
 pred = load_predictor(uri, tracking_uri=tracking_uri)
 rows = pd.read_parquet(data)
 batch = pred.predict_proba(rows)
@@ -727,6 +734,36 @@ def _infra_rule(cfg: GateConfig) -> str:
     )
 
 
+_PREWARMED: subprocess.Popen[str] | None = None
+
+
+def prewarm_infra_validation() -> None:
+    """Start the fresh interpreter infra validation will use, before the model exists.
+
+    Its imports (mlflow, scikit-learn, skops: seconds) then overlap training instead of
+    adding to the gates. It is still a fresh process: it shares nothing with the
+    in-memory model and loads the registered artifact from the registry, as the model
+    server does. Call it where training starts (the pipeline's model step does); without
+    it the gate starts its own process. A pre-warmed process that never gets a job exits
+    when this process closes its end of the pipe.
+    """
+    global _PREWARMED
+    if _PREWARMED is None or _PREWARMED.poll() is not None:
+        _PREWARMED = subprocess.Popen(
+            [sys.executable, "-c", _INFRA_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def _take_prewarmed() -> subprocess.Popen[str] | None:
+    global _PREWARMED
+    proc, _PREWARMED = _PREWARMED, None
+    return proc if proc is not None and proc.poll() is None else None
+
+
 class _InfraRun:
     """A fresh-process load started early, so it overlaps the other gates."""
 
@@ -738,17 +775,18 @@ class _InfraRun:
         data = Path(self.tmp.name) / "rows.parquet"
         rows.to_parquet(data)
         self.out = str(Path(self.tmp.name) / "answer")
-        cmd = [
-            sys.executable,
-            "-c",
-            _INFRA_SCRIPT,
-            str(inp.candidate_uri),
-            inp.tracking_uri or "",
-            str(data),
-            self.out,
-        ]
+        args = [str(inp.candidate_uri), inp.tracking_uri or "", str(data), self.out]
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        warm = _take_prewarmed()
+        if warm is not None and warm.stdin is not None:
+            warm.stdin.write("\t".join(args) + "\n")
+            warm.stdin.flush()
+            self.proc = warm
+        else:
+            cmd = [sys.executable, "-c", _INFRA_SCRIPT, *args]
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
 
     def finish(self) -> GateResult:
         inp, cfg = self.inp, self.inp.config

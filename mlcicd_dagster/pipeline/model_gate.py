@@ -85,9 +85,11 @@ def train_candidate(
     spec: PipelineSpec, mlcicd: MlcicdResource, run_id: str, log: Logger
 ) -> dg.MaterializeResult:
     from mlcicd_dagster.data.lake import Lake
+    from mlcicd_dagster.models.gates import prewarm_infra_validation
     from mlcicd_dagster.models.tracking import train_and_track
     from mlcicd_dagster.models.trainers import make_trainer
 
+    prewarm_infra_validation()  # its imports overlap training (the gates run in this process)
     uri = mlcicd.setup_mlflow()
     train, holdout, manifest = Lake(mlcicd.home.lake(spec.dataset)).read_training_set()
     tracked = train_and_track(

@@ -230,3 +230,45 @@ def test_config_errors_are_clear(tmp_path):
             golden=pd.DataFrame({"a": range(30)}),
             config=GateConfig(label="y"),
         )
+
+
+def test_prewarmed_fresh_process_validates_the_registered_artifact(
+    tracking_uri, good, sets, features
+):
+    # The pipeline starts the infra-validation interpreter when training starts; the gate
+    # then hands it the registered model. Same verdict as a cold start, on the artifact.
+    from mlcicd_dagster.models import gates
+
+    holdout, golden = sets
+    reg = log_and_register(
+        good.model,
+        model_name="gates_warm",
+        X_example=holdout[features].head(8),
+        tracking_uri=tracking_uri,
+    )
+    gates.prewarm_infra_validation()
+    warm = gates._PREWARMED
+    assert warm is not None
+    cfg = GateConfig(label=LABEL, infra_rows=100)
+    inp = GateInputs(
+        good.predictor,
+        None,
+        holdout=holdout,
+        golden=golden,
+        config=cfg,
+        candidate_uri=reg.model_uri,
+        tracking_uri=tracking_uri,
+    )
+    r = gate_infra_validation(inp)
+    assert r.passed, r.summary
+    assert warm.returncode == 0 and gates._PREWARMED is None  # the warm process did the job
+
+
+def test_unused_prewarmed_process_exits_when_its_pipe_closes():
+    from mlcicd_dagster.models import gates
+
+    gates.prewarm_infra_validation()
+    proc = gates._take_prewarmed()
+    assert proc is not None and proc.stdin is not None
+    proc.stdin.close()  # what happens when the parent exits without a model to judge
+    assert proc.wait(timeout=120) == 0
