@@ -41,7 +41,14 @@ SPEC = PipelineSpec(
     trainer="sklearn",
     # Domain knowledge as a constraint: one more month of payment delay is never good
     # news (the behavioral suite tests exactly this, with zero tolerance).
-    trainer_params={"monotonic_increase": [f"PAY_{i}" for i in (0, 2, 3, 4, 5, 6)]},
+    # A fixed size (100 trees, no early stopping): each retrain costs the same to serve,
+    # so the serving-budget gate (within 1.25x of the champion) judges the model, not how
+    # much data early stopping happened to see.
+    trainer_params={
+        "monotonic_increase": [f"PAY_{i}" for i in (0, 2, 3, 4, 5, 6)],
+        "max_iter": 100,
+        "early_stopping": False,
+    },
     rollout=RolloutSpec(strategy="canary", canary_steps=(0.05, 0.25, 0.5, 1.0)),
 )
 

@@ -73,7 +73,11 @@ class SklearnTrainer:
         l2_regularization: float = 1.0,
         monotonic_increase: Sequence[str] = (),
         monotonic_decrease: Sequence[str] = (),
+        early_stopping: bool = True,
     ):
+        # early_stopping=False fixes the model's size at max_iter trees: its serving cost
+        # then stays the same as the data grows (the serving-budget gate compares against
+        # the champion's), instead of growing with every retrain.
         self._params: dict[str, Any] = {
             "max_iter": max_iter,
             "learning_rate": learning_rate,
@@ -82,6 +86,7 @@ class SklearnTrainer:
             "l2_regularization": l2_regularization,
             "monotonic_increase": list(monotonic_increase),
             "monotonic_decrease": list(monotonic_decrease),
+            "early_stopping": bool(early_stopping),
         }
 
     def params(self) -> dict[str, Any]:
@@ -110,7 +115,7 @@ class SklearnTrainer:
             min_samples_leaf=p["min_samples_leaf"],
             l2_regularization=p["l2_regularization"],
             monotonic_cst=cst if any(cst) else None,
-            early_stopping=True,
+            early_stopping=p["early_stopping"],
             validation_fraction=0.15,
             n_iter_no_change=20,
             random_state=seed,
