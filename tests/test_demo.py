@@ -42,6 +42,8 @@ def test_demo_tells_the_whole_story_and_exits_zero(demo):
     assert "drift trigger (drift sustained" in summary
     assert "Still serving" in summary and "non_inferiority" in summary  # poisoned labels
     assert "make ui" in summary
+    # canary promotion and rollback happened under live traffic without one failed request
+    assert ", 0 failed" in summary[summary.index("Traffic:") :]
 
 
 def test_after_the_demo_status_is_consistent(demo):

@@ -97,3 +97,50 @@ def test_good_batch_reaches_the_lake_and_bad_batch_is_quarantined(location, home
     (req,) = again.run_requests
     assert not _run(module, instance, req.partition_key).success
     assert "duplicate" in (qdir / "again.csv.reason.json").read_text()
+
+
+def _write(home_dir, name: str, data: bytes) -> None:
+    landing = home_dir / "landing" / "credit_default"
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / f".{name}.tmp").write_bytes(data)
+    os.replace(landing / f".{name}.tmp", landing / name)
+    past = time.time() - 5
+    os.utime(landing / name, (past, past))
+
+
+def _bad_files() -> dict[str, bytes]:
+    rows = pd.read_csv(DATA / "pool.csv.gz").head(200)
+    csv = rows.to_csv(index=False)
+    no_label = rows.drop(columns=["default.payment.next.month"]).to_csv(index=False)
+    strings = rows.astype({"LIMIT_BAL": object})
+    strings.loc[strings.index[:3], "LIMIT_BAL"] = "lots"
+    return {
+        "empty.csv": b"",
+        "header_only.csv": csv.splitlines()[0].encode() + b"\n",
+        "semicolons.csv": rows.to_csv(index=False, sep=";").encode(),
+        "latin1.csv": csv.replace("ID,", "ÏD,", 1).encode("latin-1"),
+        "truncated.parquet": b"PAR1" + b"\x00" * 50,
+        "no_label.csv": no_label.encode(),
+        "strings.csv": strings.to_csv(index=False).encode(),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_bad_files()))
+def test_each_kind_of_bad_file_is_quarantined_with_its_reason(location, home_dir, name):
+    module, instance = location
+    data = _bad_files()[name]
+    _write(home_dir, name, data)
+    (req,) = _tick(module, instance).run_requests
+    result = _run(module, instance, req.partition_key)
+    assert not result.success  # the blocking data gate stopped the run
+    (evaluation,) = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "data_suite"
+    ]
+    assert not evaluation.passed and evaluation.description  # the UI shows why
+    qdir = home_dir / "quarantine" / "credit_default"
+    reason = json.loads((qdir / f"{name}.reason.json").read_text())
+    assert reason.get("summary")
+    if data:  # byte-identical copy, original untouched in landing
+        assert (qdir / name).read_bytes() == data
+    assert (home_dir / "landing" / "credit_default" / name).read_bytes() == data
+    assert not list((home_dir / "lake" / "credit_default").glob("validated/*.parquet"))
