@@ -39,7 +39,7 @@ def test_demo_tells_the_whole_story_and_exits_zero(demo):
     assert "quarantined: 2005-06 statements (export v2).csv" in summary
     assert "promoted: v2 stable" in summary  # the good canary
     assert "rolled_back: v2 stable" in summary  # the hand-registered hotfix
-    assert "drift trigger (drift sustained" in summary
+    assert "drift trigger," in summary and "retraining trigger: drift sustained" in text
     assert "Still serving" in summary and "non_inferiority" in summary  # poisoned labels
     assert "make ui" in summary
     # canary promotion and rollback happened under live traffic without one failed request

@@ -161,9 +161,8 @@ class StoryRunner:
         if not triggers:
             return f"no retrain triggered; {self.rollout_line()}"
         t = triggers[-1]
-        rows = t.get("rows")
-        rollout = self.rollout_line()
-        return f"{t['cause']} trigger ({t['reason']}); {rows} labelled rows -> {rollout}"
+        print(f"  retraining trigger: {t['reason']}")
+        return f"{t['cause']} trigger, {t.get('rows')} labelled rows -> {self.rollout_line()}"
 
     def traffic_line(self) -> str:
         assert self.traffic is not None
