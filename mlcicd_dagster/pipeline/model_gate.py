@@ -89,7 +89,8 @@ def train_candidate(
     from mlcicd_dagster.models.tracking import train_and_track
     from mlcicd_dagster.models.trainers import make_trainer
 
-    prewarm_infra_validation()  # its imports overlap training (the gates run in this process)
+    if mlcicd.colocated_steps:  # the gates run in this process: overlap their imports
+        prewarm_infra_validation()  # a no-op when the run's first step already started it
     uri = mlcicd.setup_mlflow()
     train, holdout, manifest = Lake(mlcicd.home.lake(spec.dataset)).read_training_set()
     tracked = train_and_track(

@@ -49,6 +49,7 @@ def _k8s_resources() -> dict[str, Any]:
             home_dir=dg.EnvVar("MLCICD_HOME"),
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
             deploy_target="k8s",
+            colocated_steps=False,  # one pod per step
         )
     }
 
