@@ -119,9 +119,12 @@ on 2,000 holdout + 2,000 golden rows, including the fresh-process infra validati
 **Ratio all gates / training step: {ratio:.2f}** (goal <= 1.0); against `fit` alone:
 {ratio_fit:.2f}. Decisions: """
         + ", ".join(f"{r.name} {r.decision}" for r in results)
-        + "\n\nThe infra gate dominates: a fresh Python process importing mlflow, skops"
-        " (which imports torch through scikit-learn's array-API shim) and the model."
-        " Figures from a shared 2-core machine under load from other processes.",
+        + "\n\nThe infra gate dominates: a fresh Python process importing mlflow and skops"
+        " (skops' trusted-type scan alone takes ~1.9 s, half of it importing torch through"
+        " scikit-learn's array-API shim), then loading the model from the registry. The"
+        " pipeline starts that interpreter at the run's first step (local env), as this bench"
+        " does before its data check, so its imports overlap the data gate and training; the"
+        " goal holds only where training takes longer than that start-up.",
     )
 
 
