@@ -40,7 +40,7 @@ def test_demo_tells_the_whole_story_and_exits_zero(demo):
     assert "promoted: v2 stable" in summary  # the good canary
     assert "rolled_back: v2 stable" in summary  # the hand-registered hotfix
     assert "drift trigger," in summary and "retraining trigger: drift sustained" in text
-    assert "Still serving" in summary and "non_inferiority" in summary  # poisoned labels
+    assert "rejected by non_inferiority" in summary and "still serving" in summary  # poisoned
     assert "make ui" in summary
     # canary promotion and rollback happened under live traffic without one failed request
     assert ", 0 failed" in summary[summary.index("Traffic:") :]

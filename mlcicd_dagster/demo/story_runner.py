@@ -180,11 +180,13 @@ class StoryRunner:
 
         cand = records.read_candidate(self.home, self.spec) or {}
         gates = records.read_gates(self.home, self.spec, str(cand.get("version")))
-        failed = [f"{k}: {v.get('summary')}" for k, v in gates.items() if not v.get("passed")]
+        failed = {k: v.get("summary") for k, v in gates.items() if not v.get("passed")}
+        for name, why in failed.items():
+            print(f"  {name}: {why}")
         s = self._state()
         stable = s.stable.version if s.stable else "-"
-        verdict = "; ".join(failed) if failed else "all gates passed"
-        return f"v{cand.get('version')} judged: {verdict}. Still serving v{stable}"
+        verdict = f"rejected by {', '.join(failed)}" if failed else "passed every gate"
+        return f"v{cand.get('version')} {verdict}; still serving v{stable}"
 
     def summary(self, story: Any) -> None:
         from mlcicd_dagster.pipeline.status import collect_status
