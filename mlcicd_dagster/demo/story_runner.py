@@ -180,7 +180,13 @@ class StoryRunner:
 
         cand = records.read_candidate(self.home, self.spec) or {}
         gates = records.read_gates(self.home, self.spec, str(cand.get("version")))
-        failed = {k: v.get("summary") for k, v in gates.items() if not v.get("passed")}
+        from mlcicd_dagster.pipeline.model_assets import MODEL_GATES
+
+        failed = {  # in the gates' declared order: quality first
+            k: gates[k].get("summary")
+            for k in MODEL_GATES
+            if k in gates and not gates[k].get("passed")
+        }
         for name, why in failed.items():
             print(f"  {name}: {why}")
         s = self._state()
