@@ -20,11 +20,11 @@ LABEL = "default.payment.next.month"
 
 
 def main() -> None:
+    from assets.credit_default import SPEC
     from mlcicd_dagster.models.config import load_gate_config
     from mlcicd_dagster.models.gates import run_all_gates
     from mlcicd_dagster.models.loading import log_and_register
     from mlcicd_dagster.models.tracking import train_and_track
-    from assets.credit_default import SPEC
     from mlcicd_dagster.models.trainers import SklearnTrainer
 
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
