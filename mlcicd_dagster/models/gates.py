@@ -737,6 +737,19 @@ def _infra_rule(cfg: GateConfig) -> str:
 _PREWARMED: subprocess.Popen[str] | None = None
 
 
+def _tracking_uri(inp: GateInputs) -> str:
+    """The store the fresh process reads: the gate's, else the one this process uses.
+
+    Never empty: an empty URI would send the child to MLflow's default store, a new
+    ``mlflow.db`` in whatever directory it runs in.
+    """
+    if inp.tracking_uri:
+        return inp.tracking_uri
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
 def prewarm_infra_validation() -> None:
     """Start the fresh interpreter infra validation will use, before the model exists.
 
@@ -775,7 +788,7 @@ class _InfraRun:
         data = Path(self.tmp.name) / "rows.parquet"
         rows.to_parquet(data)
         self.out = str(Path(self.tmp.name) / "answer")
-        args = [str(inp.candidate_uri), inp.tracking_uri or "", str(data), self.out]
+        args = [str(inp.candidate_uri), _tracking_uri(inp), str(data), self.out]
         self.t0 = time.perf_counter()
         warm = _take_prewarmed()
         if warm is not None and warm.stdin is not None:

@@ -448,6 +448,9 @@ def load_predictor(
             from mlflow.exceptions import MlflowException
 
             try:
+                # Both: resolving a models:/ URI also reads the logged model through the
+                # tracking store, and an unset one is MLflow's default ./mlflow.db.
+                mlflow.set_tracking_uri(tracking_uri)
                 mlflow.set_registry_uri(tracking_uri)
                 local = Path(
                     mlflow.artifacts.download_artifacts(
