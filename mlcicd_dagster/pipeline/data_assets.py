@@ -42,6 +42,7 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
 
     @dg.asset(
         key=raw_key,
+        op_tags=spec.op_tags("raw_batch"),
         partitions_def=partitions,
         group_name=spec.dataset,
         kinds={"parquet"},
@@ -111,6 +112,7 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
 
     @dg.asset(
         key=dg.AssetKey(spec.key("validated_batch")),
+        op_tags=spec.op_tags("validated_batch"),
         partitions_def=partitions,
         deps=[raw_batch],
         group_name=spec.dataset,

@@ -27,6 +27,7 @@ def build_model_assets(spec: PipelineSpec):
 
     @dg.asset(
         key=dg.AssetKey(spec.key("training_set")),
+        op_tags=spec.op_tags("training_set"),
         deps=[validated_key],
         group_name=spec.dataset,
         kinds={"parquet"},
@@ -40,6 +41,7 @@ def build_model_assets(spec: PipelineSpec):
 
     @dg.asset(
         key=dg.AssetKey(spec.key("model")),
+        op_tags=spec.op_tags("model"),
         deps=[training_set],
         group_name=spec.dataset,
         kinds={"mlflow", spec.trainer},

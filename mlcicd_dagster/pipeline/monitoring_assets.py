@@ -56,6 +56,7 @@ def build_monitoring_assets(spec: PipelineSpec):
 
     @dg.asset(
         key=dg.AssetKey(spec.key("monitoring")),
+        op_tags=spec.op_tags("monitoring"),
         deps=[dg.AssetKey(spec.key("deployment"))],
         partitions_def=partitions,
         group_name=spec.dataset,

@@ -44,6 +44,14 @@ class PipelineSpec:
     def features(self) -> list[str]:
         return [*self.numeric_features, *self.categorical_features]
 
+    def op_tags(self, step: str) -> dict:
+        """``dagster-k8s/config`` tags of a step, from the one compute profile
+        (``platform.k8s``): the model step of a torch trainer asks for GPUs, every other
+        step for CPU and memory. Ignored by the local executor."""
+        from mlcicd_dagster.platform.k8s import op_tags_for
+
+        return op_tags_for("gpu" if step == "model" and self.trainer == "torch" else "cpu")
+
     @property
     def partitions_name(self) -> str:
         """Name of the dynamic partitions (one per landed file)."""
