@@ -173,7 +173,7 @@ class StoryRunner:
         from mlcicd_dagster.pipeline.status import _quarantined
 
         q = _quarantined(self.home, self.spec.dataset)
-        return f"quarantined: {q[-1]['file']}: {q[-1]['summary']}" if q else "nothing quarantined"
+        return f"quarantined: {q[0]['file']}: {q[0]['summary']}" if q else "nothing quarantined"
 
     def gate_line(self) -> str:
         from mlcicd_dagster.pipeline import records

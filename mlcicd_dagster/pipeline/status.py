@@ -72,18 +72,17 @@ def _alias_mismatches(state: Any, home: Home) -> list[str]:
 
 
 def _quarantined(home: Home, dataset: str) -> list[dict[str, Any]]:
-    folder = home.quarantine(dataset)
-    out = []
-    for reason_file in sorted(folder.glob("*.reason.json")) if folder.exists() else []:
-        rec = records.read_json(reason_file) or {}
-        out.append(
-            {
-                "file": reason_file.name.removesuffix(".reason.json"),
-                "summary": rec.get("summary") or rec.get("reason") or rec.get("kind"),
-                "quarantined_at": rec.get("quarantined_at"),
-            }
-        )
-    return out
+    """Quarantined batches and refusals, newest first (the data gate's own listing)."""
+    from mlcicd_dagster.data.quarantine import list_quarantined
+
+    return [
+        {
+            "file": rec.get("file"),
+            "summary": rec.get("summary") or rec.get("reason") or rec.get("kind"),
+            "quarantined_at": rec.get("quarantined_at"),
+        }
+        for rec in list_quarantined(home.quarantine(dataset))
+    ]
 
 
 def _recent_runs(instance: dg.DagsterInstance, limit: int = 10) -> list[dict[str, Any]]:
@@ -120,7 +119,7 @@ def print_status(status: dict[str, Any]) -> None:
             verdict = "pass" if g.get("passed") else "FAIL"
             print(f"  {name:<18} {verdict:<5} {g.get('summary') or ''}")
     print(f"Quarantined batches: {len(status['quarantine'])}")
-    for q in status["quarantine"][-10:]:
+    for q in status["quarantine"][:10]:
         print(f"  {q['file']}: {q['summary']}")
     mon = status["monitoring"]
     if mon["latest"]:
