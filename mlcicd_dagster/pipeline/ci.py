@@ -101,24 +101,23 @@ def _run_pipeline(p: PipelineDefs, home: Home) -> tuple[bool, str]:
     selection += [dg.AssetKey(spec.key(n)) for n in ("training_set", "model")]
     data_checks = [c for c in p.asset_checks if _checks_asset(c, spec.key("raw_batch"))]
     resources = {"mlcicd": MlcicdResource(home_dir=str(home.root), tracking_uri=home.tracking_uri)}
-    for part_key, assets in ((key, selection[:2]), (None, selection[2:])):
-        result = dg.materialize(
-            [*p.assets, *data_checks],
-            selection=assets,
-            partition_key=part_key,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-        )
-        if not result.success:
-            failed = [
-                e.asset_check_key.name if hasattr(e, "asset_check_key") else str(e)
-                for e in result.get_asset_check_evaluations()
-                if not e.passed
-            ]
-            return False, f"failed at {', '.join(failed) or 'a step'} (run {result.run_id})"
-    instance.dispose()
-    return True, ""
+    try:
+        for part_key, assets in ((key, selection[:2]), (None, selection[2:])):
+            result = dg.materialize(
+                [*p.assets, *data_checks],
+                selection=assets,
+                partition_key=part_key,
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+            )
+            if not result.success:
+                evaluations = result.get_asset_check_evaluations()
+                failed = [e.check_name for e in evaluations if not e.passed]
+                return False, f"failed at {', '.join(failed) or 'a step'} (run {result.run_id})"
+        return True, ""
+    finally:
+        instance.dispose()
 
 
 def _checks_asset(check: dg.AssetChecksDefinition, key: list[str]) -> bool:

@@ -186,7 +186,7 @@ def _execute(
     )
     failed_checks = [
         f"{e.asset_key.to_user_string()}:{e.check_name}"
-        for e in _check_evaluations(result)
+        for e in result.get_asset_check_evaluations()
         if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
     ]
     if result.success:
@@ -206,14 +206,6 @@ def _execute(
         failed_checks=failed_checks,
         error=error,
     )
-
-
-def _check_evaluations(result: dg.ExecuteInProcessResult) -> list[Any]:
-    return [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
 
 
 def _non_check_failures(result: dg.ExecuteInProcessResult) -> list[Any]:

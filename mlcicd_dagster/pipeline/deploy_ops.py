@@ -43,10 +43,9 @@ def make_target(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
 
 
 def _client(mlcicd: MlcicdResource) -> Any:
-    from mlflow import MlflowClient
+    from mlcicd_dagster.models.registry import client
 
-    uri = mlcicd.setup_mlflow()
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return client(mlcicd.setup_mlflow())
 
 
 def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, log: Logger):

@@ -134,9 +134,9 @@ def _reference_scores(model_name: str, golden_path: Any, uri: str, version: str)
 @functools.lru_cache(maxsize=16)
 def _baseline(model_name: str, uri: str, version: str) -> dict[str, float]:
     """The version's holdout metrics at training time (what 'degraded' is measured from)."""
-    from mlflow import MlflowClient
+    from mlcicd_dagster.models.registry import client as registry_client
 
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = registry_client(uri)
     run_id = client.get_model_version(model_name, version).run_id
     metrics = client.get_run(run_id).data.metrics if run_id else {}
     return {k: float(metrics[m]) for k, m in BASELINE_METRICS.items() if m in metrics}

@@ -61,12 +61,10 @@ def _alias_mismatches(state: Any, home: Home) -> list[str]:
     if state.stable is None and state.canary is None:
         return []
     try:
-        from mlflow import MlflowClient
-
+        from mlcicd_dagster.models.registry import client
         from mlcicd_dagster.rollout.registry import alias_mismatches
 
-        client = MlflowClient(tracking_uri=home.tracking_uri, registry_uri=home.tracking_uri)
-        return alias_mismatches(state, client)
+        return alias_mismatches(state, client(home.tracking_uri))
     except Exception as exc:  # status must report, not crash
         return [f"could not read registry aliases: {exc}"]
 
