@@ -507,16 +507,20 @@ def load_predictor_from_dir(
                 "artifacts are loaded (pickle can run arbitrary code)"
             )
         import skops.io
+        from skops.io.exceptions import UntrustedTypesFoundException
 
         path = Path(model_dir) / conf["pickled_model"]
         trusted = sorted(set(TRUSTED_SKLEARN_TYPES) | set(trusted_types))
-        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
-        if untrusted:
+        try:
+            # skops audits the file against ``trusted`` before constructing anything; a
+            # separate get_untrusted_types() first would parse and audit it twice.
+            estimator = skops.io.load(path, trusted=trusted)
+        except UntrustedTypesFoundException:
+            untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
             raise ModelLoadError(
                 f"model artifact contains untrusted types: {', '.join(untrusted)} "
                 "(pass trusted_types=[...] explicitly if you trust them)"
-            )
-        estimator = skops.io.load(path, trusted=trusted)
+            ) from None
         return SklearnPredictor(estimator, _require_names(names, model_dir), version)
     if flavor == "torch":
         import mlflow.pytorch

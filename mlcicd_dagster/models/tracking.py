@@ -16,6 +16,7 @@ in the registry and returns the existing version when nothing changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from mlcicd_dagster.models import stats
 from mlcicd_dagster.models.loading import RegisteredModel, log_and_register
 from mlcicd_dagster.models.registry import FINGERPRINT_TAG, find_version_by_fingerprint
 from mlcicd_dagster.models.trainers import TrainedModel, Trainer
+from mlcicd_dagster.platform.cpu import openmp_threads
 
 DAGSTER_RUN_TAG = "dagster_run_id"
 """Same tag name as dagster-mlflow, so its users find their runs the same way."""
@@ -260,8 +262,11 @@ def train_and_track(
     extra_tags: Mapping[str, str] | None = None,
     extra_code_paths: Sequence[Path] = (),
     force: bool = False,
+    threads: int | None = None,
 ) -> TrackedModel:
     """Train (unless the fingerprint already has a version), evaluate, log, register.
+
+    ``threads`` caps the CPU threads of the fit and the holdout scoring (None: all).
 
     Logged: params, holdout metrics, curves (ROC, PR, calibration, confusion
     matrix), signature and input example, the data and training fingerprints,
@@ -295,9 +300,10 @@ def train_and_track(
                 reused=True,
                 fingerprint=fp,
             )
-    trained = trainer.fit(train[feats], train[label].to_numpy(), seed=seed)
+    trained = trainer.fit(train[feats], train[label].to_numpy(), seed=seed, threads=threads)
     y_h = holdout[label].to_numpy()
-    p_h = trained.predictor.predict_proba(holdout[feats])
+    with openmp_threads(threads) if threads else contextlib.nullcontext():
+        p_h = trained.predictor.predict_proba(holdout[feats])
     metrics = {f"holdout_{k}": v for k, v in evaluate(y_h, p_h).items()}
     metrics["train_seconds"] = trained.train_seconds
     for k, v in trained.info.items():

@@ -17,6 +17,7 @@ object ``log_and_register`` saves and an in-memory ``Predictor``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,12 @@ class Trainer(Protocol):
 
     def params(self) -> dict[str, Any]: ...
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, *, seed: int = 0) -> TrainedModel: ...
+    def fit(
+        self, X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, threads: int | None = None
+    ) -> TrainedModel:
+        """``threads``: CPU threads the fit may use (None: the library's default, every
+        core). The pipeline passes fewer when a helper process shares the machine."""
+        ...
 
 
 def _check_xy(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
@@ -62,6 +68,7 @@ def _check_xy(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
 
 class SklearnTrainer:
     name = "sklearn_hgb"
+    # HistGradientBoosting parallelises with OpenMP; ``threads`` caps it (platform.cpu).
 
     def __init__(
         self,
@@ -92,10 +99,13 @@ class SklearnTrainer:
     def params(self) -> dict[str, Any]:
         return {"trainer": self.name, **self._params}
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, *, seed: int = 0) -> TrainedModel:
+    def fit(
+        self, X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, threads: int | None = None
+    ) -> TrainedModel:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         from mlcicd_dagster.models.loading import SklearnPredictor, to_matrix
+        from mlcicd_dagster.platform.cpu import openmp_threads
 
         y = _check_xy(X, y)
         names = [str(c) for c in X.columns]
@@ -120,7 +130,8 @@ class SklearnTrainer:
             n_iter_no_change=20,
             random_state=seed,
         )
-        model.fit(to_matrix(X, names), y)
+        with openmp_threads(threads) if threads else contextlib.nullcontext():
+            model.fit(to_matrix(X, names), y)
         elapsed = time.perf_counter() - t0
         return TrainedModel(
             model=model,
@@ -163,9 +174,20 @@ class TorchTabularTrainer:
     def params(self) -> dict[str, Any]:
         return {"trainer": self.name, **self._params}
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, *, seed: int = 0) -> TrainedModel:
+    def fit(
+        self, X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, threads: int | None = None
+    ) -> TrainedModel:
         import torch
 
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._fit(torch, X, y, seed)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _fit(self, torch: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> TrainedModel:
         from mlcicd_dagster.models.loading import TorchPredictor, to_matrix
 
         y = _check_xy(X, y)

@@ -46,8 +46,11 @@ def default_loader(ref: ModelRef, tracking_uri: str) -> Any:
     return load_predictor(ref.model_uri, tracking_uri=tracking_uri, version=ref.version)
 
 
-def _score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Our own predictors take the matrix as is; any other ``Predictor`` gets a DataFrame."""
+def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """What scores a request's feature matrix (also used by the infra-validation gate).
+
+    Our own predictors take the matrix as is; any other ``Predictor`` gets a DataFrame.
+    """
     try:
         from mlcicd_dagster.models.loading import SklearnPredictor, TorchPredictor
 
@@ -106,7 +109,7 @@ class ServedModel:
             batch_seconds.observe(seconds)
 
         self.batcher = MicroBatcher(
-            _score_fn(predictor),
+            score_fn(predictor),
             executor=executor,
             max_batch_rows=config.max_batch_rows,
             max_wait_s=config.max_wait_ms / 1000.0,
@@ -331,7 +334,7 @@ class DeploymentFollower:
         if not names:
             raise ValueError(f"model {ref.model_uri} has no feature names")
         try:  # the first call of a model is slow (lazy init); pay it here, not on a request
-            _score_fn(predictor)(np.zeros((1, len(names)), dtype=np.float64))
+            score_fn(predictor)(np.zeros((1, len(names)), dtype=np.float64))
         except Exception:
             log.warning("warm-up call of %s failed", ref.model_uri, exc_info=True)
         return predictor

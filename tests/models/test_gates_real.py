@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -235,9 +238,10 @@ def test_config_errors_are_clear(tmp_path):
 def test_prewarmed_fresh_process_validates_the_registered_artifact(
     tracking_uri, good, sets, features
 ):
-    # The pipeline starts the infra-validation interpreter when training starts; the gate
-    # then hands it the registered model. Same verdict as a cold start, on the artifact.
-    from mlcicd_dagster.models import gates
+    # The pipeline starts the infra-validation worker when a run starts; the gate then
+    # hands it the registered model. Each job runs in a new child of the worker, and the
+    # worker stays for the next job.
+    from mlcicd_dagster.models import gates, infra_worker
 
     holdout, golden = sets
     reg = log_and_register(
@@ -247,8 +251,8 @@ def test_prewarmed_fresh_process_validates_the_registered_artifact(
         tracking_uri=tracking_uri,
     )
     gates.prewarm_infra_validation()
-    warm = gates._PREWARMED
-    assert warm is not None
+    warm = infra_worker.idle_worker()
+    assert warm is not None and warm.alive
     cfg = GateConfig(label=LABEL, infra_rows=100)
     inp = GateInputs(
         good.predictor,
@@ -259,16 +263,60 @@ def test_prewarmed_fresh_process_validates_the_registered_artifact(
         candidate_uri=reg.model_uri,
         tracking_uri=tracking_uri,
     )
+    for _ in range(2):
+        infra = gates._InfraRun(inp)
+        assert infra.worker is warm and infra_worker.idle_worker() is None  # in use
+        r = infra.finish()
+        assert r.passed, r.summary
+        assert infra_worker.idle_worker() is warm  # kept for the next job
     r = gate_infra_validation(inp)
-    assert r.passed, r.summary
-    assert warm.returncode == 0 and gates._PREWARMED is None  # the warm process did the job
+    assert r.passed and "fresh process" in r.summary
+
+
+def test_each_job_runs_in_a_new_process_that_never_held_a_model(
+    tracking_uri, good, sets, features, tmp_path
+):
+    from mlcicd_dagster.models import infra_worker
+
+    sample = sets[1][features].head(50)
+    reg = log_and_register(
+        good.model, model_name="gates_pid", X_example=sample, tracking_uri=tracking_uri
+    )
+    rows = tmp_path / "rows.parquet"
+    sample.to_parquet(rows)
+    worker = infra_worker.Worker()
+    try:
+        pids = []
+        for i in range(2):
+            out = str(tmp_path / f"a{i}")
+            worker.submit(infra_worker.Job(reg.model_uri, tracking_uri, str(rows), out))
+            assert worker.wait(120) == 0, Path(out + ".log").read_text()
+            pids.append(json.loads(Path(out + ".json").read_text())["pid"])
+        assert len(set(pids)) == 2 and worker.proc.pid not in pids
+        # a job that cannot load fails with its reason in the child's log; the worker lives on
+        out = str(tmp_path / "bad")
+        worker.submit(infra_worker.Job("models:/no_such/1", tracking_uri, str(rows), out))
+        assert worker.wait(120) == 1 and worker.alive
+        assert "no_such" in Path(out + ".log").read_text()
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
+
+
+def test_a_dead_worker_is_reported_not_waited_for():
+    from mlcicd_dagster.models import infra_worker
+
+    worker = infra_worker.Worker()
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    with pytest.raises(infra_worker.WorkerGone):
+        worker.wait(60)
 
 
 def test_unused_prewarmed_process_exits_when_its_pipe_closes():
-    from mlcicd_dagster.models import gates
+    from mlcicd_dagster.models import gates, infra_worker
 
     gates.prewarm_infra_validation()
-    proc = gates._take_prewarmed()
-    assert proc is not None and proc.stdin is not None
-    proc.stdin.close()  # what happens when the parent exits without a model to judge
-    assert proc.wait(timeout=120) == 0
+    worker = infra_worker.take()
+    assert worker.proc.stdin is not None
+    worker.proc.stdin.close()  # what happens when the parent exits without a model to judge
+    assert worker.proc.wait(timeout=120) == 0
