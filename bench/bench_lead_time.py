@@ -187,7 +187,7 @@ def main() -> int:
             "Inside that run (Dagster's step timings): training step "
             f"`credit_default__model` {t_model:.1f} s, all five gates "
             f"`credit_default__model_gates` {t_gates:.1f} s: gates / training = "
-            f"**{t_gates / t_model:.2f}** (the infra-validation interpreter was started at "
+            f"**{t_gates / t_model:.2f}** (the infra-validation worker was started at "
             "the run's first step).",
         ]
     )
