@@ -266,7 +266,10 @@ def main() -> None:
     # its objects frozen out of the collector before forking (a child's collections then
     # neither scan nor copy-on-write the preloaded modules), collection on in the child.
     gc.disable()
-    _preload()
+    try:
+        _preload()
+    except Exception:  # noqa: BLE001 - each child imports again and logs the real error
+        pass
     gc.freeze()
     out = sys.stdout
     for line in sys.stdin:  # ends when the parent closes the pipe (or exits)
