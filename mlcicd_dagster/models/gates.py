@@ -577,8 +577,20 @@ def _timing(
         score(batches[k])
     rounds = 5
     per = max(1, calls // rounds)
+    # Models alternate call by call: whatever else the machine does at a moment (another
+    # process, the infra gate's fresh process) lands on both models alike.
     with _collector_paused():
-        _timed_rounds(scorers, one_rows, batches, rounds, per, singles, batch_s)
+        for rnd in range(rounds):
+            for i in range(rnd * per, (rnd + 1) * per):
+                for k, score in scorers.items():
+                    r = one_rows[k][i]
+                    t0 = time.perf_counter()
+                    score(r)
+                    singles[k].append(time.perf_counter() - t0)
+            for k, score in scorers.items():
+                t0 = time.perf_counter()
+                score(batches[k])
+                batch_s[k].append(time.perf_counter() - t0)
     # p99 per round, then the median over rounds: one burst of contention from
     # other processes on a shared machine cannot decide the gate alone.
     return {
@@ -607,30 +619,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _timed_rounds(
-    scorers: Mapping[str, Callable[[np.ndarray], np.ndarray]],
-    one_rows: Mapping[str, list[np.ndarray]],
-    batches: Mapping[str, np.ndarray],
-    rounds: int,
-    per: int,
-    singles: dict[str, list[float]],
-    batch_s: dict[str, list[float]],
-) -> None:
-    # Models alternate call by call: whatever else the machine does at a moment (another
-    # process, the infra gate's fresh process) lands on both models alike.
-    for rnd in range(rounds):
-        for i in range(rnd * per, (rnd + 1) * per):
-            for k, score in scorers.items():
-                r = one_rows[k][i]
-                t0 = time.perf_counter()
-                score(r)
-                singles[k].append(time.perf_counter() - t0)
-        for k, score in scorers.items():
-            t0 = time.perf_counter()
-            score(batches[k])
-            batch_s[k].append(time.perf_counter() - t0)
 
 
 def artifact_size_bytes(model_uri: str, tracking_uri: str | None) -> int | None:

@@ -16,7 +16,6 @@ in the registry and returns the existing version when nothing changed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -302,7 +301,7 @@ def train_and_track(
             )
     trained = trainer.fit(train[feats], train[label].to_numpy(), seed=seed, threads=threads)
     y_h = holdout[label].to_numpy()
-    with openmp_threads(threads) if threads else contextlib.nullcontext():
+    with openmp_threads(threads):
         p_h = trained.predictor.predict_proba(holdout[feats])
     metrics = {f"holdout_{k}": v for k, v in evaluate(y_h, p_h).items()}
     metrics["train_seconds"] = trained.train_seconds

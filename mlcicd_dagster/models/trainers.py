@@ -17,7 +17,6 @@ object ``log_and_register`` saves and an in-memory ``Predictor``.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,7 +129,7 @@ class SklearnTrainer:
             n_iter_no_change=20,
             random_state=seed,
         )
-        with openmp_threads(threads) if threads else contextlib.nullcontext():
+        with openmp_threads(threads):
             model.fit(to_matrix(X, names), y)
         elapsed = time.perf_counter() - t0
         return TrainedModel(

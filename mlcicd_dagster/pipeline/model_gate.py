@@ -86,6 +86,8 @@ def train_candidate(
 ) -> dg.MaterializeResult:
     from mlcicd_dagster.data.lake import Lake
     from mlcicd_dagster.models.gates import prewarm_infra_validation
+    from mlcicd_dagster.models.tracking import train_and_track
+    from mlcicd_dagster.models.trainers import make_trainer
     from mlcicd_dagster.platform.cpu import available_cores, cores_beside_helper
 
     threads = available_cores()
@@ -94,8 +96,18 @@ def train_candidate(
         threads = cores_beside_helper()  # the worker may be importing on one core
     uri = mlcicd.setup_mlflow()
     train, holdout, manifest = Lake(mlcicd.home.lake(spec.dataset)).read_training_set()
-    tracked = _train(spec, uri, train, holdout, run_id, threads)
-
+    tracked = train_and_track(
+        make_trainer(spec.trainer, spec.trainer_params),
+        train,
+        holdout,
+        label=spec.label,
+        tracking_uri=uri,
+        model_name=spec.model_name,
+        features=spec.features,
+        dagster_run_id=run_id,
+        extra_code_paths=[spec.gates_path.parent],
+        threads=threads,
+    )
     reg = tracked.registered
     record = {
         "version": reg.version,
@@ -123,26 +135,6 @@ def train_candidate(
     for k, v in tracked.metrics.items():
         meta[k] = float(v)
     return dg.MaterializeResult(metadata=meta)
-
-
-def _train(
-    spec: PipelineSpec, uri: str, train: Any, holdout: Any, run_id: str, threads: int
-) -> Any:
-    from mlcicd_dagster.models.tracking import train_and_track
-    from mlcicd_dagster.models.trainers import make_trainer
-
-    return train_and_track(
-        make_trainer(spec.trainer, spec.trainer_params),
-        train,
-        holdout,
-        label=spec.label,
-        tracking_uri=uri,
-        model_name=spec.model_name,
-        features=spec.features,
-        dagster_run_id=run_id,
-        extra_code_paths=[spec.gates_path.parent],
-        threads=threads,
-    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -31,9 +31,13 @@ def cores_beside_helper() -> int:
 
 
 @contextlib.contextmanager
-def openmp_threads(limit: int) -> Iterator[None]:
+def openmp_threads(limit: int | None) -> Iterator[None]:
     """At most ``limit`` OpenMP threads inside the block (scikit-learn's and torch's
-    OpenMP runtimes alike, through threadpoolctl); the previous limits come back after."""
+    OpenMP runtimes alike, through threadpoolctl); the previous limits come back after.
+    ``None`` leaves the limits as they are."""
+    if not limit:
+        yield
+        return
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=max(1, int(limit)), user_api="openmp"):
