@@ -114,11 +114,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_cycle(args: argparse.Namespace) -> int:
-    from mlcicd_dagster.pipeline.cycle import run_cycle
+    from mlcicd_dagster.pipeline.cycle import CycleInterrupted, run_cycle, stop_on_signals
 
     module = load_code_location()
     instance = dagster_instance()
-    report = run_cycle(module.defs, instance)
+    with stop_on_signals():
+        try:
+            report = run_cycle(module.defs, instance)
+        except CycleInterrupted as exc:
+            print(
+                f"mlcicd: cycle stopped by {exc.signal_name}: the run in progress (if any) "
+                "was failed and is redone by the next cycle; a rollout in flight is left "
+                "consistent for the next tick",
+                file=sys.stderr,
+            )
+            return exc.exit_code
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -129,10 +139,15 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from mlcicd_dagster.pipeline.status import collect_status, print_status
+    from mlcicd_dagster.pipeline.status import BackendDown, bounded, collect_status, print_status
 
     module = load_code_location()
-    status = collect_status(module.credit_default, dagster_instance())
+    backends: dict[str, str] = {}
+    try:
+        instance = bounded("dagster", dagster_instance)
+    except BackendDown as exc:
+        backends["dagster"], instance = exc.why, None
+    status = collect_status(module.credit_default, instance, backends)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:

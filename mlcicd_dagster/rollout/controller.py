@@ -150,32 +150,54 @@ def begin(
             inflight = current.canary or current.shadow
             assert inflight is not None
             if inflight.version == candidate.version:
-                run = _Run(target, current.strategy, candidate, registry,
-                           rollout_id=(current.rollout or {}).get("id"), now=now)  # fmt: skip
+                run = _Run(
+                    target,
+                    current.strategy,
+                    candidate,
+                    registry,
+                    rollout_id=(current.rollout or {}).get("id"),
+                    now=now,
+                )
                 return run.result(IN_PROGRESS, current)
             if supersede:
-                old = _Run(target, current.strategy, inflight, registry,
-                           rollout_id=(current.rollout or {}).get("id"), now=now,
-                           decisions_before=int((current.rollout or {}).get("decisions", 0)))  # fmt: skip
+                old = _Run(
+                    target,
+                    current.strategy,
+                    inflight,
+                    registry,
+                    rollout_id=(current.rollout or {}).get("id"),
+                    now=now,
+                    decisions_before=int((current.rollout or {}).get("decisions", 0)),
+                )
                 _drop_candidate(old, f"superseded_by_v{candidate.version}")
-                old.decide("rollback", True, "rollback",
-                           f"superseded by v{candidate.version} before a verdict")  # fmt: skip
+                old.decide(
+                    "rollback",
+                    True,
+                    "rollback",
+                    f"superseded by v{candidate.version} before a verdict",
+                )
                 old.result("rolled_back", target.read_state())
                 current = target.read_state()
         if current.stable is None or strategy == "blue_green":
             return blue_green(
-                target, candidate, smoke_rows=smoke_rows, expected_scores=expected_scores,
-                score_tolerance=score_tolerance, registry=registry,
-                serve_timeout_s=canary_config.serve_timeout_s, now=now,
-            )  # fmt: skip
+                target,
+                candidate,
+                smoke_rows=smoke_rows,
+                expected_scores=expected_scores,
+                score_tolerance=score_tolerance,
+                registry=registry,
+                serve_timeout_s=canary_config.serve_timeout_s,
+                now=now,
+            )
         _check_can_start(current, candidate)
         run = _Run(target, strategy, candidate, registry, now=now)
         if current.stable.version == candidate.version:
             run.decide("switch", True, "unchanged", f"v{candidate.version} already serves")
             return run.result("unchanged", current)
         if strategy == "canary":
-            return _begin_canary(run, candidate, canary_config, smoke_rows, expected_scores,
-                                 score_tolerance)  # fmt: skip
+            return _begin_canary(
+                run, candidate, canary_config, smoke_rows, expected_scores, score_tolerance
+            )
         if strategy == "shadow":
             return _begin_shadow(run, candidate, shadow_config, smoke_rows)
         raise ValueError(f"unknown rollout strategy {strategy!r}")
@@ -211,9 +233,13 @@ def _set_step(
         info = dict(s.rollout or run.rollout_info())
         info.setdefault("evidence_since", t)
         info.update(
-            step=weight, step_index=index, step_started_at=t, step_n0=evidence_n,
-            decisions=decisions, config=cfg.to_dict(),
-        )  # fmt: skip
+            step=weight,
+            step_index=index,
+            step_started_at=t,
+            step_n0=evidence_n,
+            decisions=decisions,
+            config=cfg.to_dict(),
+        )
         return {
             "canary": replace(candidate, weight=weight),
             "phase": "canary",
@@ -227,8 +253,9 @@ def _set_step(
 def _begin_shadow(
     run: _Run, candidate: ModelRef, cfg: ShadowConfig, smoke_rows: pd.DataFrame | None
 ) -> RolloutResult:
-    state = _stage(run, "shadow", candidate, cfg.fraction, cfg.serve_timeout_s,
-                   evidence_since=_iso(run.now()))  # fmt: skip
+    state = _stage(
+        run, "shadow", candidate, cfg.fraction, cfg.serve_timeout_s, evidence_since=_iso(run.now())
+    )
     if state is None or not _smoke(run, "shadow", smoke_rows, None, 0.0):
         return run.result("rolled_back", _drop_candidate(run, "shadow_aborted"))
     run.sync(state)
@@ -280,18 +307,30 @@ def _tick(
         repaired = target.transition(
             "restored_last_good_copy", lambda s: {}
         )  # read falls back to the copy; the write replaces the bad file
-        log.warning("deployment state was unreadable (%s); restored revision %s",
-                    corrupt, repaired.revision - 1)  # fmt: skip
+        log.warning(
+            "deployment state was unreadable (%s); restored revision %s",
+            corrupt,
+            repaired.revision - 1,
+        )
         return TickReport(
-            "repaired", f"state file was unreadable ({corrupt[:200]}); restored its last "
-            f"good copy (revision {repaired.revision - 1})", repaired,
-        )  # fmt: skip
+            "repaired",
+            f"state file was unreadable ({corrupt[:200]}); restored its last "
+            f"good copy (revision {repaired.revision - 1})",
+            repaired,
+        )
     state = target.read_state()
     target.apply(state)  # a target that missed the last apply converges
     info = state.rollout or {}
     candidate = state.canary or state.shadow
-    run = _Run(target, state.strategy, candidate, registry, rollout_id=info.get("id"), now=now,
-               decisions_before=int(info.get("decisions", 0) or 0))  # fmt: skip
+    run = _Run(
+        target,
+        state.strategy,
+        candidate,
+        registry,
+        rollout_id=info.get("id"),
+        now=now,
+        decisions_before=int(info.get("decisions", 0) or 0),
+    )
     if state.phase not in IN_FLIGHT or candidate is None:
         if state.phase in IN_FLIGHT:  # in flight with nothing on the track: inconsistent
             new = _drop_candidate(run, "reverted_inconsistent_state")
@@ -300,12 +339,18 @@ def _tick(
     if state.phase == "staged":
         new = _drop_candidate(run, "reverted_after_interruption")
         run.decide(
-            "resume", True, "rollback",
+            "resume",
+            True,
+            "rollback",
             "the deploy step died while staging; reverted (its run is redone)",
             details={"rollout": info, "to": new.serving_versions()},
-        )  # fmt: skip
-        return TickReport("reverted", "staging was interrupted: reverted to stable", new,
-                          run.result("reverted", new))  # fmt: skip
+        )
+        return TickReport(
+            "reverted",
+            "staging was interrupted: reverted to stable",
+            new,
+            run.result("reverted", new),
+        )
     if state.phase == "canary" and state.canary is not None:
         return _tick_canary(run, state, state.canary, ccfg, evidence)
     if state.phase == "shadow" and state.shadow is not None:
@@ -331,9 +376,12 @@ def _elapsed(run: _Run, info: dict[str, Any], key: str) -> float:
 
 
 def _tick_canary(
-    run: _Run, state: DeploymentState, candidate: ModelRef, cfg: CanaryConfig,
+    run: _Run,
+    state: DeploymentState,
+    candidate: ModelRef,
+    cfg: CanaryConfig,
     evidence: EvidenceSource,
-) -> TickReport:  # fmt: skip
+) -> TickReport:
     info = state.rollout or {}
     steps = cfg.steps
     index = steps.index(candidate.weight) if candidate.weight in steps else 0
@@ -347,22 +395,33 @@ def _tick_canary(
     n_step = ev.n_canary() - int(info.get("step_n0", 0) or 0)
     last = index == len(steps) - 1
     progress = {
-        "step": weight, "step_index": index, "steps": list(steps),
-        "samples_at_step": n_step, "samples_needed": cfg.step_min_samples,
-        "step_elapsed_s": round(step_elapsed, 1), "step_min_duration_s": cfg.step_min_duration_s,
-        "elapsed_s": round(elapsed, 1), "max_duration_s": cfg.max_duration_s,
-        "verdict": res.verdict, "reason": res.reason, "labels": _labels(ev),
-    }  # fmt: skip
+        "step": weight,
+        "step_index": index,
+        "steps": list(steps),
+        "samples_at_step": n_step,
+        "samples_needed": cfg.step_min_samples,
+        "step_elapsed_s": round(step_elapsed, 1),
+        "step_min_duration_s": cfg.step_min_duration_s,
+        "elapsed_s": round(elapsed, 1),
+        "max_duration_s": cfg.max_duration_s,
+        "verdict": res.verdict,
+        "reason": res.reason,
+        "labels": _labels(ev),
+    }
     if res.verdict == an.ROLLBACK:
         _analysis_decision(run, "canary_analysis", res, weight)
         return _finish(run, "rolled_back", _drop_candidate(run, "canary_rollback"), progress)
     if timed_out and res.verdict != an.PROMOTE:
         _analysis_decision(run, "canary_analysis", res, weight)
         run.decide(
-            "max_duration", False, "rollback",
+            "max_duration",
+            False,
+            "rollback",
             f"no evidence for the canary after {cfg.max_duration_s:g} s",
-            step=weight, statistic=elapsed, threshold=cfg.max_duration_s,
-        )  # fmt: skip
+            step=weight,
+            statistic=elapsed,
+            threshold=cfg.max_duration_s,
+        )
         return _finish(run, "rolled_back", _drop_candidate(run, "canary_rollback"), progress)
     if res.verdict == an.PROMOTE and (last or timed_out):
         _analysis_decision(run, "canary_analysis", res, weight)
@@ -375,19 +434,26 @@ def _tick_canary(
         _analysis_decision(run, "canary_analysis", res, weight)
         new = _set_step(run, candidate, cfg, index + 1, evidence_n=ev.n_canary())
         if not run.target.wait_until_serving(new.revision, cfg.serve_timeout_s):
-            run.decide("infra", False, "rollback", f"step {steps[index + 1]:g} not served in time",
-                       step=steps[index + 1])  # fmt: skip
+            run.decide(
+                "infra",
+                False,
+                "rollback",
+                f"step {steps[index + 1]:g} not served in time",
+                step=steps[index + 1],
+            )
             return _finish(run, "rolled_back", _drop_candidate(run, "canary_rollback"), progress)
-        return TickReport("advanced", f"canary v{candidate.version} moved to step "
-                          f"{steps[index + 1]:.0%}", new, run.result(IN_PROGRESS, new),
-                          progress)  # fmt: skip
+        return TickReport(
+            "advanced",
+            f"canary v{candidate.version} moved to step {steps[index + 1]:.0%}",
+            new,
+            run.result(IN_PROGRESS, new),
+            progress,
+        )
     left = max(0.0, cfg.max_duration_s - elapsed)
     if not enough:
-        why = (f"waiting for traffic: {n_step}/{cfg.step_min_samples} samples at step "
-               f"{weight:.0%}")  # fmt: skip
+        why = f"waiting for traffic: {n_step}/{cfg.step_min_samples} samples at step {weight:.0%}"
     elif not dwell:
-        why = (f"dwelling at step {weight:.0%}: {step_elapsed:.0f}/"
-               f"{cfg.step_min_duration_s:.0f} s")  # fmt: skip
+        why = f"dwelling at step {weight:.0%}: {step_elapsed:.0f}/{cfg.step_min_duration_s:.0f} s"
     else:
         why = f"waiting for evidence at step {weight:.0%}: {_evidence_wait(res, ev)}"
     message = f"canary v{candidate.version}: {why} (rolls back in {left:.0f} s without a verdict)"
@@ -412,22 +478,36 @@ def _evidence_wait(res: an.AnalysisResult, ev: an.Evidence) -> str:  # noqa: ARG
 
 
 def _tick_shadow(
-    run: _Run, state: DeploymentState, candidate: ModelRef, cfg: ShadowConfig,
+    run: _Run,
+    state: DeploymentState,
+    candidate: ModelRef,
+    cfg: ShadowConfig,
     evidence: EvidenceSource,
-) -> TickReport:  # fmt: skip
+) -> TickReport:
     info = state.rollout or {}
     since = _parse(info.get("evidence_since") or info.get("started_at"), run.now())
     ev = evidence.collect(state, since)
     res = an.analyse(ev, cfg.analysis)
     elapsed = _elapsed(run, info, "started_at")
     timed_out = elapsed >= cfg.max_duration_s
-    progress = {"elapsed_s": round(elapsed, 1), "max_duration_s": cfg.max_duration_s,
-                "verdict": res.verdict, "reason": res.reason, "labels": _labels(ev)}  # fmt: skip
+    progress = {
+        "elapsed_s": round(elapsed, 1),
+        "max_duration_s": cfg.max_duration_s,
+        "verdict": res.verdict,
+        "reason": res.reason,
+        "labels": _labels(ev),
+    }
     if res.verdict == an.ROLLBACK or (timed_out and res.verdict != an.PROMOTE):
         _analysis_decision(run, "shadow_analysis", res, cfg.fraction)
         if res.verdict != an.ROLLBACK:
-            run.decide("max_duration", False, "rollback", "no evidence for the shadow",
-                       statistic=elapsed, threshold=cfg.max_duration_s)  # fmt: skip
+            run.decide(
+                "max_duration",
+                False,
+                "rollback",
+                "no evidence for the shadow",
+                statistic=elapsed,
+                threshold=cfg.max_duration_s,
+            )
         return _finish(run, "rolled_back", _drop_candidate(run, "shadow_rejected"), progress)
     if res.verdict == an.PROMOTE:
         _analysis_decision(run, "shadow_analysis", res, cfg.fraction)
@@ -437,8 +517,10 @@ def _tick_shadow(
         promoted = new.stable is not None and new.stable.version == candidate.version
         return _finish(run, "promoted" if promoted else "rolled_back", new, progress)
     left = max(0.0, cfg.max_duration_s - elapsed)
-    message = (f"shadow v{candidate.version}: waiting for evidence: {_evidence_wait(res, ev)} "
-               f"(rejected in {left:.0f} s without a verdict)")  # fmt: skip
+    message = (
+        f"shadow v{candidate.version}: waiting for evidence: {_evidence_wait(res, ev)} "
+        f"(rejected in {left:.0f} s without a verdict)"
+    )
     return TickReport("holding", message, state, None, progress)
 
 
@@ -447,8 +529,13 @@ def _finish(
 ) -> TickReport:
     served = state.stable.version if state.stable else "-"
     cand = run.candidate.version if run.candidate else "?"
-    return TickReport(outcome, f"v{cand} {outcome.replace('_', ' ')}; v{served} serves", state,
-                      run.result(outcome, state), progress)  # fmt: skip
+    return TickReport(
+        outcome,
+        f"v{cand} {outcome.replace('_', ' ')}; v{served} serves",
+        state,
+        run.result(outcome, state),
+        progress,
+    )
 
 
 def _write_progress(target: DeployTarget, report: TickReport, now: Now) -> None:
@@ -502,8 +589,9 @@ def drive(
         if report.result is not None:
             aliases += report.result.alias_changes
         if report.outcome in FINAL:
-            return RolloutResult(report.outcome, report.state, tuple(decisions),
-                                 first.rollout_id, tuple(aliases))  # fmt: skip
+            return RolloutResult(
+                report.outcome, report.state, tuple(decisions), first.rollout_id, tuple(aliases)
+            )
 
 
 def canary(
@@ -535,22 +623,43 @@ def canary(
         and current.rollout is not None
     )
     if resuming:
-        run = _Run(target, "canary", candidate, registry, rollout_id=(current.rollout or {}).get("id"),
-                   now=vnow, decisions_before=int((current.rollout or {}).get("decisions", 0)))  # fmt: skip
-        run.decide("resume", True, "resume", f"resuming canary at step {current.canary.weight:g}",  # type: ignore[union-attr]
-                   details={"rollout": current.rollout})  # fmt: skip
+        run = _Run(
+            target,
+            "canary",
+            candidate,
+            registry,
+            rollout_id=(current.rollout or {}).get("id"),
+            now=vnow,
+            decisions_before=int((current.rollout or {}).get("decisions", 0)),
+        )
+        run.decide(
+            "resume",
+            True,
+            "resume",
+            f"resuming canary at step {(current.rollout or {}).get('step')}",
+            details={"rollout": current.rollout},
+        )
         first = replace(run.result(IN_PROGRESS, current))
     else:
         _check_can_start(current, candidate)
-        first = begin(target, candidate, "canary", canary_config=config, smoke_rows=smoke_rows,
-                      expected_scores=expected_scores, score_tolerance=score_tolerance,
-                      registry=registry, now=vnow)  # fmt: skip
+        first = begin(
+            target,
+            candidate,
+            "canary",
+            canary_config=config,
+            smoke_rows=smoke_rows,
+            expected_scores=expected_scores,
+            score_tolerance=score_tolerance,
+            registry=registry,
+            now=vnow,
+        )
 
     def one(n: Now) -> TickReport:
         return tick(target, evidence=evidence, canary_config=config, registry=registry, now=n)
 
-    return drive(target, first, interval_s=config.check_interval_s, tick_fn=one, sleep=sleep,
-                 now=vnow)  # fmt: skip
+    return drive(
+        target, first, interval_s=config.check_interval_s, tick_fn=one, sleep=sleep, now=vnow
+    )
 
 
 def shadow(
@@ -573,14 +682,22 @@ def shadow(
     _check_can_start(current, candidate)
     if current.stable is None:
         raise RolloutError("shadow needs a stable model to mirror traffic from")
-    first = begin(target, candidate, "shadow", shadow_config=config, smoke_rows=smoke_rows,
-                  registry=registry, now=vnow)  # fmt: skip
+    first = begin(
+        target,
+        candidate,
+        "shadow",
+        shadow_config=config,
+        smoke_rows=smoke_rows,
+        registry=registry,
+        now=vnow,
+    )
 
     def one(n: Now) -> TickReport:
         return tick(target, evidence=evidence, shadow_config=config, registry=registry, now=n)
 
-    return drive(target, first, interval_s=config.check_interval_s, tick_fn=one, sleep=sleep,
-                 now=vnow)  # fmt: skip
+    return drive(
+        target, first, interval_s=config.check_interval_s, tick_fn=one, sleep=sleep, now=vnow
+    )
 
 
 __all__ = [

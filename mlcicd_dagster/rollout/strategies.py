@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -33,10 +32,9 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pandas as pd
 
+from mlcicd_dagster.platform.lease import Lease
 from mlcicd_dagster.rollout import analysis as an
 from mlcicd_dagster.rollout import registry as reg
-from mlcicd_dagster.rollout.evidence import EvidenceSource
-from mlcicd_dagster.platform.lease import Lease
 from mlcicd_dagster.rollout.state import DeploymentState, ModelRef, lease_path
 from mlcicd_dagster.rollout.target import DeployTarget, DeployTargetError
 

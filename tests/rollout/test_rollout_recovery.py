@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
+from mlcicd_dagster.rollout import controller as c
 from mlcicd_dagster.rollout import registry as reg
 from mlcicd_dagster.rollout import state as st
-from mlcicd_dagster.rollout import controller as c
 from mlcicd_dagster.rollout import strategies as s
 from mlcicd_dagster.rollout.local_target import LocalTarget
 

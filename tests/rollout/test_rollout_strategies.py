@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from mlcicd_dagster.rollout import registry as reg
 from mlcicd_dagster.rollout import controller as c
+from mlcicd_dagster.rollout import registry as reg
 from mlcicd_dagster.rollout import strategies as s
 from mlcicd_dagster.rollout.analysis import AnalysisConfig, MetricSpec
 from mlcicd_dagster.rollout.local_target import LocalTarget
