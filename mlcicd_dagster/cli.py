@@ -187,8 +187,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     cmd = [str(dagster), "dev", "-m", CODE_LOCATION_MODULE, "-p", str(args.port)]
     print(f"Dagster UI on http://127.0.0.1:{args.port} (home {home.root})")
     print(f"MLflow UI: mlflow ui --backend-store-uri {home.tracking_uri}")
-    os.execve(cmd[0], cmd, env)
-    return 0  # pragma: no cover
+    from mlcicd_dagster.platform.supervise import supervise
+
+    # SIGTERM/SIGINT stop every child (dagster dev stops its webserver and daemon).
+    return supervise({"dagster": cmd}, env)
 
 
 if __name__ == "__main__":

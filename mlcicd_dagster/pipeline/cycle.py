@@ -61,11 +61,29 @@ class CycleInterrupted(KeyboardInterrupt):
 
 
 class _Stop:
-    """Signal state of this process's cycle: which signal arrived, and where we are."""
+    """Signal state of this process's cycle: which signal arrived, and where we are.
+
+    During a run Dagster installs its own SIGINT/SIGTERM handler (it interrupts the step);
+    the signal number still reaches ``wakeup`` (``signal.set_wakeup_fd``), so the cycle
+    learns which signal stopped it whoever handled it.
+    """
 
     pending: str | None = None
     in_run = False
     defer = 0
+    wakeup: int | None = None
+
+
+def _drain_signals() -> None:
+    if _Stop.wakeup is None:
+        return
+    try:
+        data = os.read(_Stop.wakeup, 64)
+    except (BlockingIOError, OSError):
+        return
+    for b in data:
+        if b in (signal.SIGTERM, signal.SIGINT) and not _Stop.pending:
+            _Stop.pending = signal.Signals(b).name
 
 
 def _on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
@@ -85,6 +103,11 @@ def stop_on_signals() -> Iterator[None]:
     """Install the cycle's SIGTERM/SIGINT handlers for the block (main thread only)."""
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     _Stop.pending, _Stop.in_run, _Stop.defer = None, False, 0
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    old_fd = signal.set_wakeup_fd(w)
+    _Stop.wakeup = r
     for s in old:
         signal.signal(s, _on_signal)
     try:
@@ -92,6 +115,10 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        signal.set_wakeup_fd(old_fd)
+        _Stop.wakeup = None
+        os.close(r)
+        os.close(w)
 
 
 @contextlib.contextmanager
@@ -325,6 +352,7 @@ def _execute(
         result = None
     finally:
         _Stop.in_run = False
+    _drain_signals()
     if result is not None and not result.success and _was_interrupted(result):
         _Stop.pending = _Stop.pending or "SIGINT"
     if result is None or (_Stop.pending and not result.success):

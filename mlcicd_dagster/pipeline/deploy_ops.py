@@ -32,6 +32,7 @@ CANARY_ENV = {
     "step_min_samples": "MLCICD_CANARY_STEP_MIN_SAMPLES",
     "max_duration_s": "MLCICD_CANARY_MAX_DURATION_S",
 }
+STEPS_ENV = "MLCICD_CANARY_STEPS"  # e.g. "0.3,0.6": traffic steps instead of the spec's
 
 
 def make_target(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
@@ -90,7 +91,11 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
 def canary_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
-    steps = tuple(w for w in spec.rollout.canary_steps if w < 1.0)
+    raw_steps = os.environ.get(STEPS_ENV)
+    declared = (
+        tuple(float(w) for w in raw_steps.split(",")) if raw_steps else spec.rollout.canary_steps
+    )
+    steps = tuple(w for w in declared if w < 1.0)
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
     for field, env in CANARY_ENV.items():
         if os.environ.get(env):

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlcicd_dagster.platform import faults
 from mlcicd_dagster.platform.atomic import atomic_write_json
 from mlcicd_dagster.rollout import analysis as an
 from mlcicd_dagster.rollout import state as st
@@ -212,6 +213,7 @@ def _begin_canary(
     tolerance: float,
 ) -> RolloutResult:
     staged = _stage(run, "canary", candidate, 0.0, cfg.serve_timeout_s)
+    faults.point("staging")
     if staged is None or not _smoke(run, "canary", smoke_rows, expected, tolerance):
         return run.result("rolled_back", _drop_candidate(run, "canary_aborted"))
     run.sync(staged)  # challenger alias = the canary
@@ -432,6 +434,7 @@ def _tick_canary(
     dwell = step_elapsed >= cfg.step_min_duration_s
     if not last and dwell and enough:
         _analysis_decision(run, "canary_analysis", res, weight)
+        faults.point("canary_step")
         new = _set_step(run, candidate, cfg, index + 1, evidence_n=ev.n_canary())
         if not run.target.wait_until_serving(new.revision, cfg.serve_timeout_s):
             run.decide(

@@ -32,6 +32,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pandas as pd
 
+from mlcicd_dagster.platform import faults
 from mlcicd_dagster.platform.lease import Lease
 from mlcicd_dagster.rollout import analysis as an
 from mlcicd_dagster.rollout import registry as reg
@@ -309,6 +310,7 @@ def _drop_candidate(run: _Run, event: str) -> DeploymentState:
     state = run.target.transition(
         event, lambda s: {"canary": None, "shadow": None, "phase": "rolled_back", "rollout": None}
     )
+    faults.point("rollback")
     run.sync(state)
     return state
 
@@ -326,6 +328,7 @@ def _switch(run: _Run, candidate: ModelRef, serve_timeout_s: float) -> Deploymen
             "rollout": None,
         },
     )
+    faults.point("promotion")
     ok = run.target.wait_until_serving(state.revision, serve_timeout_s)
     run.decide(
         "switch",

@@ -1,0 +1,188 @@
+"""Faults at every phase of the loop, on real processes; the next ticks heal each one.
+
+Scenarios run in order on one home (``conftest.loop``) with live traffic throughout;
+each ends with ``assert_healthy``: the state is consistent, registry aliases follow
+what serves, no run is left ``STARTED``, and no live request failed. How many cycles
+(ticks) each healing took is recorded in docs/rollout.md ("Fault table").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+from tests_support import ROOT
+
+from mlcicd_dagster.pipeline.orphans import ORPHAN_TAG, REDO_OF_TAG
+
+pytestmark = pytest.mark.slow
+
+
+def _in_flight(lp) -> bool:
+    return lp.state().phase in ("staged", "canary", "shadow")
+
+
+def test_kill_during_training_then_during_gates_is_reaped_and_redone(loop):
+    loop.land()
+    assert loop.cycle_until("training", timeout_s=120) == 1
+    (orphan,) = loop.runs(statuses=[dg.DagsterRunStatus.STARTED])
+    assert orphan.tags.get("mlcicd/pid")
+    # The redo of that run dies too, in its gates this time.
+    assert loop.cycle_until("gates", timeout_s=120) == 1
+    ticks = loop.heal(lambda: not loop.runs(statuses=[dg.DagsterRunStatus.STARTED])
+                      and _in_flight(loop) or loop.state().stable.version != "1")  # fmt: skip
+    loop.ticks["training/gates"] = ticks
+    failed = loop.runs(statuses=[dg.DagsterRunStatus.FAILURE])
+    reaped = [r for r in failed if ORPHAN_TAG in r.tags]
+    assert len(reaped) == 2 and all("died" in r.tags[ORPHAN_TAG] for r in reaped)
+    redone = [r for r in loop.runs(statuses=[dg.DagsterRunStatus.SUCCESS]) if REDO_OF_TAG in r.tags]
+    assert redone, "the orphaned work was not redone"
+    loop.assert_healthy()
+
+
+def test_kill_at_a_canary_step_then_at_promotion_heals(loop):
+    if not _in_flight(loop):
+        pytest.skip("no canary in flight (the candidate was decided already)")
+    before = loop.state()
+    loop.cycle_until("canary_step")
+    after = loop.state()
+    assert after.phase == "canary" and after.revision == before.revision  # old step, whole
+    status = loop.status_json()["deployment"]["rollout"]
+    assert status and status["waiting_for"]
+    n = loop.cycle_until("promotion", timeout_s=240)
+    promoted = loop.state()
+    assert promoted.phase == "promoted" and promoted.stable.version != before.stable.version
+    assert loop.alias_mismatches(), "the kill fell between the state write and the aliases"
+    loop.ticks["canary step"] = 1
+    loop.ticks["promotion"] = loop.heal(lambda: not loop.alias_mismatches())
+    assert n >= 1
+    loop.assert_healthy()
+
+
+HOTFIX = """
+import sys
+import pandas as pd
+import definitions
+from mlcicd_dagster.cli import dagster_instance
+from mlcicd_dagster.pipeline.deploy_ops import run_deploy_job
+from mlcicd_dagster.pipeline.hotfix import register_unvetted_model
+from mlcicd_dagster.platform.home import Home
+
+p = definitions.credit_default
+rows = pd.read_csv(sys.argv[1]).head(2000)
+version = register_unvetted_model(p.spec, Home.from_env(), rows, p.spec.label)
+print(version, run_deploy_job(p, definitions.defs, dagster_instance(), version)["status"])
+"""
+
+
+def test_kill_during_rollback_heals(loop):
+    """A hand-registered model trained on shuffled labels is canaried and rolled back."""
+    from tests_support import DATA
+
+    stable = loop.state().stable.version
+    out = subprocess.run(
+        [sys.executable, "-c", HOTFIX, str(DATA / "pool.csv.gz")],
+        cwd=ROOT, env={**os.environ, **loop.env}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.split()[-1] == "success", out.stdout + out.stderr
+    version = out.stdout.split()[-2]
+    assert loop.state().canary.version == version
+    loop.cycle_until("rollback", timeout_s=240)
+    dropped = loop.state()
+    assert dropped.phase == "rolled_back" and dropped.stable.version == stable
+    loop.ticks["rollback"] = loop.heal(lambda: not loop.alias_mismatches())
+    loop.assert_healthy()
+
+
+def test_sigterm_stops_a_cycle_promptly_and_its_run_is_redone(loop):
+    loop.land()
+    proc = loop.popen("cycle")
+    deadline = time.monotonic() + 120
+    while not loop.runs(statuses=[dg.DagsterRunStatus.STARTED]):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    stopped_in = time.monotonic() - t0
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    assert "stopped by SIGTERM" in err
+    assert stopped_in < 30, stopped_in
+    interrupted = [r for r in loop.runs(statuses=[dg.DagsterRunStatus.FAILURE])
+                   if "SIGTERM" in r.tags.get(ORPHAN_TAG, "")]  # fmt: skip
+    assert len(interrupted) == 1
+    rid = interrupted[0].run_id
+    loop.ticks["SIGTERM"] = loop.heal(
+        lambda: any(r.tags.get(REDO_OF_TAG) == rid for r in loop.runs())
+    )
+    loop.heal(lambda: not _in_flight(loop), max_cycles=120)
+    loop.assert_healthy()
+
+
+def test_two_concurrent_cycles_run_each_request_once(loop):
+    name = loop.land()
+    a, b = loop.popen("cycle", "--json"), loop.popen("cycle", "--json")
+    outs = [p.communicate(timeout=600) for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0, outs
+    runs = [r for r in loop.runs() if r.tags.get("mlcicd/landed_file") == name
+            or (r.tags.get("dagster/partition") or "").startswith(name)]  # fmt: skip
+    keys = [r.tags.get("dagster/run_key") for r in runs]
+    assert len(keys) == len(set(keys)), keys  # no request ran twice
+    ran = [json.loads(o[o.index("{") :])["runs"] for o, _ in outs]
+    assert sum(len(r) for r in ran) >= 1
+    loop.ticks["two cycles"] = 0
+    loop.heal(lambda: not _in_flight(loop), max_cycles=120)
+    loop.assert_healthy()
+
+
+def test_corrupt_state_file_falls_back_and_the_next_tick_repairs_it(loop):
+    from mlcicd_dagster.rollout.state import state_is_corrupt
+    from mlcicd_dagster.serving import start_subprocess
+
+    path = loop.home.deployment_state("credit_default")
+    stable = loop.state().stable.version
+    path.write_text('{"model_name": "credit_default", "revision": ')  # torn
+    status = loop.status_json()
+    assert status["deployment"]["stable"]["version"] == stable
+    assert "last good copy" in status["backends"]["deployment_state"]
+    # A server restarted now still serves the stable model (a second one, on its own port).
+    server_file = loop.home.server_file.read_bytes()
+    proc, url = start_subprocess(loop.home, "credit_default", port=0, env=loop.env)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while (r := httpx.get(f"{url}/ready", timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.json()["versions"]["stable"] == stable
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        loop.home.server_file.write_bytes(server_file)  # the live server's address again
+    loop.ticks["corrupt state"] = loop.heal(
+        lambda: state_is_corrupt(path, "credit_default") is None
+    )
+    assert loop.state().stable.version == stable
+    loop.assert_healthy()
+
+
+def test_status_names_an_unreachable_mlflow_within_seconds(loop):
+    loop.env["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"
+    try:
+        t0 = time.monotonic()
+        out = loop.mlcicd("status", "--json", timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        loop.env.pop("MLFLOW_TRACKING_URI")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert "mlflow" in status["backends"] and status["backends"]["mlflow"] != "ok"
+    assert took < 30, took
