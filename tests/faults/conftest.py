@@ -97,7 +97,7 @@ class Loop:
     def land(self, rows: int = 2500) -> str:
         from mlcicd_dagster.demo.landing import land_frame
 
-        start = 4000 + self.landed * rows
+        start = 0 if self.landed == 0 else 4000 + (self.landed - 1) * rows
         name = f"batch-{self.landed:02d}.csv"
         land_frame(self.home.landing(MODEL), name, self.pool.iloc[start : start + rows])
         self.landed += 1

@@ -186,3 +186,47 @@ def test_status_names_an_unreachable_mlflow_within_seconds(loop):
     status = json.loads(out.stdout)
     assert "mlflow" in status["backends"] and status["backends"]["mlflow"] != "ok"
     assert took < 30, took
+
+
+def test_a_spare_that_cannot_load_leaves_the_stable_model_serving(loop):
+    """One missing file of the warm spare (``previous``): a restarted server still serves."""
+    import httpx
+
+    from mlcicd_dagster.models.registry import client
+    from mlcicd_dagster.serving import start_subprocess
+
+    state = loop.state()
+    if state.previous is None:
+        pytest.skip("no previous version kept warm in this run")
+    mv = client(loop.home.tracking_uri).get_model_version("credit_default", state.previous.version)
+    model_id = mv.source.rstrip("/").rsplit("/", 1)[-1]
+    folder = next(p for p in loop.home.mlflow_artifacts.rglob(model_id) if p.is_dir())
+    files = [f for f in folder.rglob("model*") if f.is_file()]
+    assert files, list(folder.rglob("*"))
+    for f in files:
+        f.rename(f.with_name(f.name + ".gone"))
+    server_file = loop.home.server_file.read_bytes()
+    proc, url = start_subprocess(loop.home, "credit_default", port=0, env=loop.env)
+    try:
+        deadline = time.monotonic() + 120
+        while (r := httpx.get(f"{url}/ready", timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.json()["versions"]["stable"] == state.stable.version
+        assert "previous" not in r.json()["versions"]
+        doc = httpx.get(f"{url}/deployment", timeout=5).json()
+        assert "previous" in doc["degraded"], doc
+        body = {"dataframe_split": json.loads(
+            loop.pool.drop(columns=["default.payment.next.month"]).head(3)
+            .to_json(orient="split", index=False))}  # fmt: skip
+        scored = httpx.post(f"{url}/invocations", json=body, timeout=10)
+        assert scored.status_code == 200 and scored.headers["X-Model-Version"] == (
+            state.stable.version
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        loop.home.server_file.write_bytes(server_file)
+        for f in files:
+            f.with_name(f.name + ".gone").rename(f)
+    loop.assert_healthy()
