@@ -334,6 +334,7 @@ def _execute(
     tags = {**(rr.tags or {}), "dagster/sensor_name": sensor_name, "mlcicd/via": "cycle"}
     tags.update(process_tags())
     tags[CLAIM_TAG] = uuid.uuid4().hex
+    tags["dagster/max_retries"] = "0"  # redone by the orphaned-runs sensor, not retried
     if rr.run_key:
         tags[RUN_KEY_TAG] = rr.run_key
     started = time.perf_counter()

@@ -31,8 +31,8 @@ HOST = socket.gethostname()
 LIVE = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 RECENT = 200  # how many recent failed runs a tick looks at for work to redo
 # Tags a redo must not copy from the dead run (Dagster's bookkeeping, our process tags).
-_NOT_COPIED = ("dagster/run_key", "dagster/sensor_name", "dagster/tick", PID_TAG, HOST_TAG,
-               ORPHAN_TAG, ".dagster/")  # fmt: skip
+_NOT_COPIED = ("dagster/run_key", "dagster/sensor_name", "dagster/tick", "dagster/max_retries",
+               PID_TAG, HOST_TAG, ORPHAN_TAG, "mlcicd/claim", ".dagster/")  # fmt: skip
 
 
 def process_tags() -> dict[str, str]:

@@ -32,11 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlcicd_dagster.errors import MlcicdError
+
 DEFAULT_TTL_S = 60.0  # a holder that stops renewing (host hung) loses the lease after this
 HOST = socket.gethostname()
 
 
-class LeaseBusy(RuntimeError):
+class LeaseBusy(MlcicdError, RuntimeError):
     """Another live process holds the lease (and did not release it in time)."""
 
     def __init__(self, path: Path, holder: dict[str, Any]) -> None:

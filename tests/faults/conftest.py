@@ -146,7 +146,7 @@ class Loop:
         assert set(self.traffic.stats.statuses) <= {200}, self.traffic.stats.statuses
 
     def status_json(self) -> dict[str, Any]:
-        out = self.mlcicd("status", "--json", timeout=60)
+        out = self.mlcicd("status", "--json", "--pipeline", MODEL, timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 

@@ -28,6 +28,7 @@ def _in_flight(lp) -> bool:
     return lp.state().phase in ("staged", "canary", "shadow")
 
 
+@pytest.mark.timeout(1200)
 def test_kill_during_training_then_during_gates_is_reaped_and_redone(loop):
     loop.land()
     assert loop.cycle_until("training", timeout_s=120) == 1
@@ -46,6 +47,7 @@ def test_kill_during_training_then_during_gates_is_reaped_and_redone(loop):
     loop.assert_healthy()
 
 
+@pytest.mark.timeout(900)
 def test_kill_at_a_canary_step_then_at_promotion_heals(loop):
     if not _in_flight(loop):
         pytest.skip("no canary in flight (the candidate was decided already)")
@@ -74,13 +76,14 @@ from mlcicd_dagster.pipeline.deploy_ops import run_deploy_job
 from mlcicd_dagster.pipeline.hotfix import register_unvetted_model
 from mlcicd_dagster.platform.home import Home
 
-p = definitions.credit_default
+p = definitions.location.pipeline("credit_default")
 rows = pd.read_csv(sys.argv[1]).head(2000)
 version = register_unvetted_model(p.spec, Home.from_env(), rows, p.spec.label)
 print(version, run_deploy_job(p, definitions.defs, dagster_instance(), version)["status"])
 """
 
 
+@pytest.mark.timeout(900)
 def test_kill_during_rollback_heals(loop):
     """A hand-registered model trained on shuffled labels is canaried and rolled back."""
     from tests_support import DATA
@@ -100,44 +103,36 @@ def test_kill_during_rollback_heals(loop):
     loop.assert_healthy()
 
 
-def test_sigterm_stops_a_cycle_promptly_and_its_run_is_redone(loop):
+@pytest.mark.timeout(1200)
+def test_sigterm_stops_a_cycle_then_two_concurrent_cycles_redo_its_run_once(loop):
     loop.land()
     proc = loop.popen("cycle")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not loop.runs(statuses=[dg.DagsterRunStatus.STARTED]):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     time.sleep(1.0)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=120)
     stopped_in = time.monotonic() - t0
     assert proc.returncode == 128 + signal.SIGTERM, out + err
     assert "stopped by SIGTERM" in err
     assert stopped_in < 30, stopped_in
     interrupted = [r for r in loop.runs(statuses=[dg.DagsterRunStatus.FAILURE])
                    if "SIGTERM" in r.tags.get(ORPHAN_TAG, "")]  # fmt: skip
-    assert len(interrupted) == 1
+    assert len(interrupted) == 1, [r.tags for r in loop.runs()]
     rid = interrupted[0].run_id
-    loop.ticks["SIGTERM"] = loop.heal(
-        lambda: any(r.tags.get(REDO_OF_TAG) == rid for r in loop.runs())
-    )
-    loop.heal(lambda: not _in_flight(loop), max_cycles=120)
-    loop.assert_healthy()
-
-
-def test_two_concurrent_cycles_run_each_request_once(loop):
-    name = loop.land()
+    # Two cycles at once: both see the interrupted run's redo request; one runs it.
     a, b = loop.popen("cycle", "--json"), loop.popen("cycle", "--json")
-    outs = [p.communicate(timeout=600) for p in (a, b)]
+    outs = [p.communicate(timeout=900) for p in (a, b)]
     assert a.returncode == 0 and b.returncode == 0, outs
-    runs = [r for r in loop.runs() if r.tags.get("mlcicd/landed_file") == name
-            or (r.tags.get("dagster/partition") or "").startswith(name)]  # fmt: skip
-    keys = [r.tags.get("dagster/run_key") for r in runs]
+    redos = [r for r in loop.runs() if r.tags.get(REDO_OF_TAG) == rid]
+    assert len(redos) == 1, [(r.run_id, r.status) for r in redos]
+    keys = [r.tags.get("dagster/run_key") for r in loop.runs() if r.tags.get("dagster/run_key")]
     assert len(keys) == len(set(keys)), keys  # no request ran twice
-    ran = [json.loads(o[o.index("{") :])["runs"] for o, _ in outs]
-    assert sum(len(r) for r in ran) >= 1
-    loop.ticks["two cycles"] = 0
+    loop.ticks["SIGTERM"] = 1
+    loop.ticks["two concurrent cycles"] = 1
     loop.heal(lambda: not _in_flight(loop), max_cycles=120)
     loop.assert_healthy()
 
@@ -178,7 +173,7 @@ def test_status_names_an_unreachable_mlflow_within_seconds(loop):
     loop.env["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"
     try:
         t0 = time.monotonic()
-        out = loop.mlcicd("status", "--json", timeout=60)
+        out = loop.mlcicd("status", "--json", "--pipeline", "credit_default", timeout=60)
         took = time.monotonic() - t0
     finally:
         loop.env.pop("MLFLOW_TRACKING_URI")
