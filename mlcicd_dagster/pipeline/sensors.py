@@ -19,12 +19,12 @@ MONITORING_INTERVAL_S = 30
 def build_sensors(p: PipelineDefs, *, running: bool) -> list[dg.SensorDefinition]:
     status = dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
     return [
-        _rollout_controller_sensor(p, status),
-        _orphans_sensor(p, status),
         _landing_sensor(p, status),
         _monitoring_sensor(p, status),
         _retrain_sensor(p, status),
         _failure_sensor(p, status),
+        _orphans_sensor(p, status),
+        _rollout_controller_sensor(p, status),
     ]
 
 

@@ -70,8 +70,9 @@ class Loop:
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
-    def cycle_until(self, fault: str, *, timeout_s: float = 180) -> int:
-        """Run ``cycle`` with a kill point until it dies there; how many cycles it took."""
+    def cycle_until(self, fault: str, *, timeout_s: float = 180, unless: Any = None) -> int:
+        """Run ``cycle`` with a kill point until it dies there; how many cycles it took
+        (0 when ``unless()`` became true first: the kill point can no longer be reached)."""
         deadline = time.monotonic() + timeout_s
         n = 0
         while time.monotonic() < deadline:
@@ -80,6 +81,8 @@ class Loop:
             if out.returncode == -signal.SIGKILL:
                 return n
             assert out.returncode == 0, out.stdout + out.stderr
+            if unless is not None and unless():
+                return 0
             time.sleep(0.5)
         raise AssertionError(f"no cycle reached the {fault!r} kill point in {timeout_s} s")
 
@@ -183,6 +186,7 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
     try:
         yield lp
     finally:
+        print(f"\nfault table (cycles to heal): {json.dumps(lp.ticks)}; traffic {lp.traffic.stats}")
         lp.traffic.stop()
         lp.server.terminate()
         lp.server.wait(timeout=30)
