@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mlcicd_dagster.errors import MlcicdError
 
-class InitError(ValueError):
+
+class InitError(MlcicdError, ValueError):
     """The data or the arguments cannot make a pipeline; the message says why and what to do."""
