@@ -300,10 +300,14 @@ def init_pipeline(
     golden, rest = split_golden(df, profile)
     sizing = size_gates(rest, golden, profile)
     source = Path(data).name
+    new_location = not assets.exists()
     assets.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.init-", dir=assets))
+    # Written completely under assets/.init-*/<name>/ (same filesystem), then renamed.
+    scratch = Path(tempfile.mkdtemp(prefix=".init-", dir=assets))
+    staging = scratch / name
+    ok = False
     try:
-        (staging / "data").mkdir()
+        (staging / "data").mkdir(parents=True)
         _write_csv_gz(golden, staging / "data" / "golden.csv.gz")
         _write_csv_gz(rest, staging / "data" / "sample.csv.gz")
         (staging / "expectations.yaml").write_text(suite_yaml(profile, name, source=source))
@@ -318,30 +322,31 @@ def init_pipeline(
             sample_rows=len(rest),
         )
         (staging / "README.md").write_text(_readme(name, result.report(), source))
-        _verify(staging, name, profile)
-        os.chmod(staging, 0o755)
+        _verify(staging, profile)
         if target.exists():  # --force: swap the complete new folder in, then drop the old
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=assets))
-            os.replace(target, old / name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            os.replace(target, scratch / f"{name}.old")
+        os.replace(staging, target)
+        ok = True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if new_location and not ok:
+            shutil.rmtree(assets, ignore_errors=True)
+    if new_location:  # a bare folder becomes a code location: assets/ is its package
+        (assets / "__init__.py").write_text('"""One folder per pipeline (defs.yaml)."""\n')
     result.wrote_definitions = _ensure_definitions(root)
     result.files = sorted(str(p.relative_to(root)) for p in target.rglob("*") if p.is_file())
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _verify(folder: Path, name: str, profile: DataProfile) -> None:
-    """What was written loads as the data gate and the gates read it (else: a bug here)."""
+def _verify(folder: Path, profile: DataProfile) -> None:
+    """What was written loads as the component, the data gate and the gates read it."""
+    from mlcicd_dagster.component import load_spec
     from mlcicd_dagster.data.suite import load_suite
     from mlcicd_dagster.models.config import load_gate_config
 
-    suite = load_suite(folder / "expectations.yaml")
-    if suite.label != profile.label:
-        raise InitError(f"internal: the written suite's label is {suite.label!r}")
-    load_gate_config(folder / "gates.yaml")
+    spec = load_spec(folder)  # validates every field against the golden set's columns
+    suite = load_suite(spec.suite_path)
+    if suite.label != profile.label or spec.label != profile.label:
+        raise InitError(f"internal: the written label is {suite.label!r}, not {profile.label!r}")
+    load_gate_config(spec.gates_path)

@@ -225,8 +225,8 @@ def size_binary(
         raise InitError(
             f"too few rows for the gates: at this size an equally good model passes only with "
             f"an AUC margin of {auc_margin:.3f} (> {MAX_AUC_MARGIN}); the golden set and the "
-            f"holdout each need >= {rows} rows, i.e. about {math.ceil(rows / HOLDOUT_FRACTION)} "
-            "rows in the file"
+            f"holdout each need >= {rows} rows (the holdout is {HOLDOUT_FRACTION:.0%} of the "
+            "landed rows): add rows to the file"
         )
     # first model: its AUC lower bound must clear the floor on both sets
     ref_auc = min(stats.auc(y, score_a), stats.auc(y, score_b))

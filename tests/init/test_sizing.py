@@ -100,5 +100,5 @@ def test_too_few_rows_is_refused():
         size_binary(y, rng.random(30), rng.random(30), holdout_rows=10)
     # a noisy label at a small size: the margin it would need is refused with the rows needed
     y = rng.integers(0, 2, 60)
-    with pytest.raises(InitError, match=r"too few rows for the gates.*rows in the file"):
+    with pytest.raises(InitError, match=r"too few rows for the gates.*add rows"):
         size_binary(y, rng.random(60), rng.random(60), holdout_rows=60)
