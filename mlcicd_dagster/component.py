@@ -94,9 +94,9 @@ class Monitoring(dg.Resolvable, dg.Model):
 class ScaffoldParams(dg.Model):
     """``dg scaffold defs mlcicd_dagster.MLPipeline NAME --json-params '{...}'``."""
 
-    data: str | None = Field(None, description="CSV/Parquet file to profile (as mlcicd init)")
-    label: str | None = Field(None, description="the label column of data")
-    task: Task | None = Field(None, description="binary | multiclass | regression (inferred)")
+    data: str | None = None  # CSV/Parquet file to profile (as mlcicd init)
+    label: str | None = None  # the label column of data
+    task: Task | None = None  # binary | multiclass | regression (inferred when absent)
     id_column: str | None = None
 
 
