@@ -176,16 +176,21 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
     classes = list(profile.classes)
     positive = 1 if set(classes) == {0, 1} else classes[-1]
     features = list(profile.features)
-    a, b, train_rows = reference_scores(
-        pool,
-        golden,
-        features=features,
-        label=profile.label,
-        positive=positive,
-        trainer=TRAINER,
-        trainer_params=TRAINER_PARAMS,
-        seed=SEED,
-    )
+    try:
+        a, b, train_rows = reference_scores(
+            pool,
+            golden,
+            features=features,
+            label=profile.label,
+            positive=positive,
+            trainer=TRAINER,
+            trainer_params=TRAINER_PARAMS,
+            seed=SEED,
+        )
+    except ValueError as exc:  # the trainer names the column it cannot use
+        raise InitError(
+            f"the default {TRAINER} trainer cannot learn from this file: {exc}"
+        ) from None
     y = (golden[profile.label] == positive).to_numpy().astype(np.int64)
     holdout = int(math.floor(HOLDOUT_FRACTION * len(pool)))
     return size_binary(y, a, b, holdout_rows=holdout, reference_train_rows=train_rows)

@@ -178,3 +178,37 @@ def test_console_script_exit_status(tmp_path, csv):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "mlcicd: error: data file not found: nope.csv"
     assert gzip  # (imported for the garbage case's name only)
+
+
+@pytest.mark.parametrize(
+    ("label", "task", "domain"),
+    [("y_class", "multiclass", ["high", "low", "mid"]), ("y_value", "regression", None)],
+)
+def test_other_tasks_get_their_label_domain(tmp_path, monkeypatch, capsys, label, task, domain):
+    frame = draw(1200, seed=3, strings=False, missing=False)
+    value = frame["income"] / 1000 + frame["age"]
+    frame["y_class"] = pd.qcut(value, 3, labels=["low", "mid", "high"]).astype(str)
+    frame["y_value"] = value.round(3)
+    frame = frame.drop(columns=["churned", "y_value" if label == "y_class" else "y_class"])
+    data = tmp_path / "other.csv"
+    frame.to_csv(data, index=False)
+    root = tmp_path / "repo"
+    root.mkdir()
+    assert _init(root, "other", "--data", str(data), "--label", label,
+                 monkeypatch=monkeypatch) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"task {task} (inferred from the label)" in out
+    folder = root / "assets" / "other"
+    assert yaml.safe_load((folder / "defs.yaml").read_text())["attributes"]["task"] == task
+    suite = load_suite(folder / "expectations.yaml")
+    rules = {(s.type, s.severity): s.kwargs for s in suite.expectations if s.column == label}
+    if domain is not None:
+        assert rules[("expect_column_values_to_be_in_set", "critical")]["value_set"] == domain
+    else:
+        between = rules[("expect_column_values_to_be_between", "critical")]
+        assert (
+            between["min_value"] <= frame[label].min()
+            and between["max_value"] >= frame[label].max()
+        )
+    gates = (folder / "gates.yaml").read_text()
+    assert f"Task {task}: margins are the library's defaults" in gates
