@@ -36,6 +36,32 @@ FAST_ROLLOUT = {
 }
 
 
+def make_project(root: Path) -> Path:
+    """A copy of the shipped code location whose credit_default pipeline is cheap to run
+    and judged on generous serving budgets (the suite shares a busy CI machine: the
+    faults, not the latency gate, are under test here)."""
+    import shutil
+
+    import yaml
+
+    project = root / "project"
+    shutil.copytree(ROOT / "assets" / "credit_default", project / "assets" / "credit_default",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(ROOT / "assets" / "__init__.py", project / "assets" / "__init__.py")
+    shutil.copytree(ROOT / "sensors", project / "sensors",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(ROOT / "definitions.py", project / "definitions.py")
+    pipeline = project / "assets" / "credit_default"
+    gates = yaml.safe_load((pipeline / "gates.yaml").read_text())
+    gates.update(serving_p99_ms=5000.0, serving_min_rows_per_s=10, serving_max_ratio=20.0)
+    (pipeline / "gates.yaml").write_text(yaml.safe_dump(gates, sort_keys=False))
+    defs = yaml.safe_load((pipeline / "defs.yaml").read_text())
+    defs["attributes"]["training"]["params"]["max_iter"] = 30
+    defs["attributes"]["rollout"]["canary_steps"] = [0.3, 0.6, 1.0]
+    (pipeline / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
+    return project
+
+
 @dataclass
 class Loop:
     """The system under test and the helpers scenarios share."""
@@ -43,6 +69,7 @@ class Loop:
     home: Any
     env: dict[str, str]
     pool: pd.DataFrame
+    project: Path = ROOT
     url: str = ""
     server: Any = None
     traffic: Any = None
@@ -57,7 +84,7 @@ class Loop:
             env["MLCICD_FAULT"] = fault
         exe = Path(sys.executable).with_name("mlcicd")
         return subprocess.run(
-            [str(exe), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+            [str(exe), *args], cwd=self.project, env=env, capture_output=True, text=True,
             timeout=timeout,
         )  # fmt: skip
 
@@ -66,7 +93,7 @@ class Loop:
         env.pop("MLCICD_FAULT", None)
         exe = Path(sys.executable).with_name("mlcicd")
         return subprocess.Popen(
-            [str(exe), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            [str(exe), *args], cwd=self.project, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -167,7 +194,7 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     home = Home(root).ensure(MODEL)
     pool = pd.read_csv(DATA / "pool.csv.gz")
-    lp = Loop(home=home, env=env, pool=pool)
+    lp = Loop(home=home, env=env, pool=pool, project=make_project(root.parent))
     lp.land(4000)
     first = lp.mlcicd("cycle")
     assert first.returncode == 0, first.stdout + first.stderr

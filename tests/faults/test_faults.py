@@ -17,7 +17,6 @@ import time
 
 import dagster as dg
 import pytest
-from tests_support import ROOT
 
 from mlcicd_dagster.pipeline.orphans import ORPHAN_TAG, REDO_OF_TAG
 
@@ -95,7 +94,8 @@ def test_kill_during_rollback_heals(loop):
     stable = loop.state().stable.version
     out = subprocess.run(
         [sys.executable, "-c", HOTFIX, str(DATA / "pool.csv.gz")],
-        cwd=ROOT, env={**os.environ, **loop.env}, capture_output=True, text=True, timeout=300,
+        cwd=loop.project, env={**os.environ, **loop.env}, capture_output=True, text=True,
+        timeout=300,
     )  # fmt: skip
     assert out.returncode == 0 and out.stdout.split()[-1] == "success", out.stdout + out.stderr
     version = out.stdout.split()[-2]
