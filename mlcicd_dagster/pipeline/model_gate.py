@@ -87,7 +87,6 @@ def train_candidate(
     from mlcicd_dagster.data.lake import Lake
     from mlcicd_dagster.models.gates import prewarm_infra_validation
     from mlcicd_dagster.models.tracking import train_and_track
-    from mlcicd_dagster.models.trainers import make_trainer
     from mlcicd_dagster.platform.cpu import available_cores, cores_beside_helper
 
     threads = available_cores()
@@ -97,7 +96,7 @@ def train_candidate(
     uri = mlcicd.setup_mlflow()
     train, holdout, manifest = Lake(mlcicd.home.lake(spec.dataset)).read_training_set()
     tracked = train_and_track(
-        make_trainer(spec.trainer, spec.trainer_params),
+        spec.make_trainer(),
         train,
         holdout,
         label=spec.label,
@@ -107,6 +106,7 @@ def train_candidate(
         dagster_run_id=run_id,
         extra_code_paths=[spec.gates_path.parent],
         threads=threads,
+        trusted_types=spec.trusted_types,
     )
     reg = tracked.registered
     record = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,67 @@ class PipelineSpec:
     trainer_params: dict = field(default_factory=dict)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     monitoring_window_minutes: int = 60
+    task: str = "binary"  # binary | multiclass | regression (models.tasks)
+    classes: tuple[Any, ...] = ()
+    """Label values in output order: binary defaults to (0, 1); multiclass requires them."""
+    model_factory: str | None = None
+    """Dotted path to the user's sklearn estimator/Pipeline factory (``trainer: sklearn``)
+    or torch module factory (``trainer: torch``); None: the built-in model for the task."""
+    model_params: dict = field(default_factory=dict)
+    """Keyword arguments for ``model_factory``."""
+    trusted_types: tuple[str, ...] = ()
+    """skops types trusted when loading this pipeline's scikit-learn models, beyond the
+    library's own (e.g. ``sklearn.tree._tree.Tree`` for a random forest). Declared here,
+    reviewed with the pipeline; never read from an artifact."""
+
+    def __post_init__(self) -> None:
+        """Refuse an invalid pipeline when the code location loads, naming the field."""
+        from mlcicd_dagster.models.tasks import TaskError, make_task
+
+        try:
+            make_task(self.task, self.classes or None)
+        except TaskError as exc:
+            raise ValueError(f"pipeline {self.dataset!r}: {exc}") from None
+        if self.trainer not in ("sklearn", "torch"):
+            raise ValueError(
+                f"pipeline {self.dataset!r}: trainer: unknown trainer {self.trainer!r}; "
+                "choose sklearn or torch"
+            )
+        if not self.label:
+            raise ValueError(f"pipeline {self.dataset!r}: label: required")
+        if self.label in self.features:
+            raise ValueError(f"pipeline {self.dataset!r}: label: {self.label!r} is also a feature")
+        if self.model_factory:
+            from mlcicd_dagster.models.trainers import FactoryError, check_factory_path
+
+            try:
+                check_factory_path(self.model_factory)
+            except FactoryError as exc:
+                raise ValueError(f"pipeline {self.dataset!r}: {exc}") from None
+        bad = [t for t in self.trusted_types if not isinstance(t, str) or "." not in t]
+        if bad:
+            raise ValueError(
+                f"pipeline {self.dataset!r}: trusted_types: expected dotted type names, got {bad}"
+            )
+
+    @property
+    def task_type(self) -> Any:
+        """The ``models.tasks.Task`` of this pipeline."""
+        from mlcicd_dagster.models.tasks import make_task
+
+        return make_task(self.task, self.classes or None)
+
+    def make_trainer(self) -> Any:
+        """The trainer this pipeline declares (built-in per task, or its factory)."""
+        from mlcicd_dagster.models.trainers import make_trainer
+
+        return make_trainer(
+            self.trainer,
+            self.trainer_params,
+            task=self.task_type,
+            factory=self.model_factory,
+            model_params=self.model_params,
+        )
 
     @property
     def features(self) -> list[str]:
