@@ -9,7 +9,7 @@ the model's outputs are always in the task's order.
   scaling and missing values natively, takes monotonic constraints ("more payment
   delay never lowers the risk" is guaranteed by construction). Text categorical
   features go through an ``OrdinalEncoder`` (unknown and missing categories become
-  missing) into the model's native categorical support, in one ``Pipeline``.
+  missing, which the trees route on their own) in one ``Pipeline``.
 * ``TorchTabularTrainer``: an MLP (or the user's module), with the task's head and
   loss: sigmoid + binary cross-entropy, softmax + cross-entropy, identity + squared
   error on a standardised target. Uses a GPU when present (mixed precision there),
@@ -158,16 +158,19 @@ class SklearnTrainer:
             else HistGradientBoostingClassifier
         )
         frame_mode = bool(strings) or missing
+        # text columns are encoded first: the model sees them first, then the others
+        order = [*strings, *(n for n in names if n not in strings)]
         hgb = hgb_cls(
             max_iter=p["max_iter"],
             learning_rate=p["learning_rate"],
             max_leaf_nodes=p["max_leaf_nodes"],
             min_samples_leaf=p["min_samples_leaf"],
             l2_regularization=p["l2_regularization"],
-            monotonic_cst=(cst if frame_mode else [cst[n] for n in names])
-            if any(cst.values())
-            else None,
-            categorical_features=strings or None,
+            monotonic_cst=[cst[n] for n in order] if any(cst.values()) else None,
+            # Codes as numbers, not native categoricals: with categorical features the
+            # model builds an inner preprocessor holding functools.partial(check_array),
+            # a type skops cannot vouch for (a partial can call anything).
+            categorical_features=None,
             early_stopping=p["early_stopping"],
             validation_fraction=0.15,
             n_iter_no_change=20,
@@ -204,7 +207,11 @@ class SklearnTrainer:
 
 
 def _encoded_pipeline(estimator: Any, strings: Sequence[str]) -> Any:
-    """Text columns -> ordinal codes (unknown/missing -> missing) -> ``estimator``."""
+    """Text columns -> ordinal codes (unknown/missing -> missing) -> ``estimator``.
+
+    The encoded text columns come first, then the others in their order. (No pandas
+    output: that would put ``functools.partial`` into the artifact, which skops
+    rightly does not trust.)"""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
@@ -222,8 +229,7 @@ def _encoded_pipeline(estimator: Any, strings: Sequence[str]) -> Any:
             )
         ],
         remainder="passthrough",
-        verbose_feature_names_out=False,
-    ).set_output(transform="pandas")
+    )
     return Pipeline([("encode", encode), ("model", estimator)])
 
 
