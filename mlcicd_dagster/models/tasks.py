@@ -23,7 +23,7 @@ A model whose output does not fit the task is refused (``TaskError``) with the s
 it returned and the shape the task expects; nothing is reshaped silently. The one
 accepted normalisation is ``(n, 1)`` -> ``(n,)`` for one-output tasks.
 
-Per-row losses (``row_loss``) use one probability clip, ``LOSS_CLIP``: one confident
+Per-row losses (``row_loss``) use the one probability clip, ``stats.PROB_CLIP``: one confident
 mistake costs at most ``-log(LOSS_CLIP)`` nats, so a mean of losses has a finite
 variance (the canary's sequential test and the paired intervals need that).
 """
@@ -38,9 +38,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-LOSS_CLIP = 1e-4
-"""Probabilities are clipped to [LOSS_CLIP, 1 - LOSS_CLIP] in every per-row log-loss
-of a task: a confident mistake costs at most 9.2 nats, never infinity."""
+from mlcicd_dagster.models.stats import PROB_CLIP
+
+LOSS_CLIP = PROB_CLIP
+"""The one clipping constant (``stats.PROB_CLIP``): probabilities are clipped to
+[LOSS_CLIP, 1 - LOSS_CLIP] in every per-row log-loss of a task, so a confident mistake
+costs at most 9.2 nats, never infinity."""
 
 PROBA_TOLERANCE = 1e-3
 """How far a row of class probabilities may be from summing to 1 (float32 softmax)."""

@@ -33,7 +33,9 @@ def holdout_mask(df: Any, spec: PipelineSpec) -> Any:
     from mlcicd_dagster.data.fingerprint import row_hashes
 
     if spec.id_column and spec.id_column in df.columns:
-        keys = df[spec.id_column].astype("int64").to_numpy()
+        ids = df[spec.id_column]
+        # numeric ids as integers (1 and 1.0 are one row), any other id as its text
+        keys = (ids.astype("int64") if ids.dtype.kind in "iuf" else ids.astype(str)).to_numpy()
         h = np.array(
             [int(hashlib.blake2b(str(k).encode(), digest_size=8).hexdigest(), 16) for k in keys],
             dtype=np.uint64,
@@ -59,23 +61,23 @@ def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.Materi
         "rows": len(rows),
         "train_rows": len(train),
         "holdout_rows": len(holdout),
-        "positive_rate": float(rows[spec.label].mean()),
+        **spec.label_summary(rows[spec.label]),
         "holdout_fraction": spec.holdout_fraction,
     }
     lake.write_training_set(train, holdout, manifest)
-    ReferenceProfile.from_frame(
-        train,
-        numeric=spec.numeric_features,
-        categorical=spec.categorical_features,
-        label=spec.label,
-    ).save(home.lake(spec.dataset) / REFERENCE_PROFILE)
+    ReferenceProfile.from_frame(train, **spec.drift_columns()).save(
+        home.lake(spec.dataset) / REFERENCE_PROFILE
+    )
     log.info(f"training set: {len(train)} train / {len(holdout)} holdout from {len(keys)} batches")
     return dg.MaterializeResult(
         metadata={
             "batches": len(keys),
             "train_rows": len(train),
             "holdout_rows": len(holdout),
-            "positive_rate": round(float(rows[spec.label].mean()), 4),
+            **{
+                k: v if not isinstance(v, dict) else dg.MetadataValue.json(v)
+                for k, v in spec.label_summary(rows[spec.label]).items()
+            },
             "dagster/row_count": len(rows),
         }
     )

@@ -102,6 +102,33 @@ class PipelineSpec:
             model_params=self.model_params,
         )
 
+    def drift_columns(self) -> dict[str, Any]:
+        """``ReferenceProfile.from_frame`` keywords: a regression label drifts as a number,
+        a class label as a category."""
+        if self.task == "regression":
+            return {
+                "numeric": (*self.numeric_features, self.label),
+                "categorical": self.categorical_features,
+                "label": None,
+            }
+        return {
+            "numeric": self.numeric_features,
+            "categorical": self.categorical_features,
+            "label": self.label,
+        }
+
+    def label_summary(self, labels: Any) -> dict[str, Any]:
+        """What the training set's metadata says of its labels, per task."""
+        if self.task == "regression":
+            values = labels.astype("float64")
+            return {"label_mean": round(float(values.mean()), 4)}
+        task = self.task_type
+        y = task.encode(labels)
+        if self.task == "binary":
+            return {"positive_rate": round(float(y.mean()), 4)}
+        counts = {str(c): int((y == i).sum()) for i, c in enumerate(task.classes)}
+        return {"class_counts": counts}
+
     @property
     def features(self) -> list[str]:
         return [*self.numeric_features, *self.categorical_features]
