@@ -22,8 +22,17 @@ class RolloutSpec:
     poll_interval_s: float = 2.0
 
 
+TASKS = ("binary", "multiclass", "regression")
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
+    """The resolved, typed config of one pipeline (absolute paths, defaults applied).
+
+    Users do not write this: ``mlcicd_dagster.MLPipeline`` (``assets/<name>/defs.yaml``)
+    validates the YAML and builds it; every library step takes it.
+    """
+
     dataset: str  # asset key prefix and landing/lake folder name
     model_name: str  # registered MLflow model name
     label: str
@@ -32,7 +41,7 @@ class PipelineSpec:
     categorical_features: tuple[str, ...]
     suite_path: Path  # Great Expectations suite (YAML) with severities
     gates_path: Path  # model gate thresholds, margins, slices
-    behavioral_path: Path  # behavioral test cases
+    behavioral_path: Path | None  # behavioral test cases (None: the gate has none)
     golden_path: Path  # trusted labelled rows, never taken from landed data
     sample_path: Path | None = None  # rows `mlcicd ci` runs the pipeline on (a PR check)
     holdout_fraction: float = 0.2
@@ -40,18 +49,19 @@ class PipelineSpec:
     trainer_params: dict = field(default_factory=dict)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     monitoring_window_minutes: int = 60
-    task: str = "binary"  # binary | multiclass | regression (models.tasks)
+    # First monitoring window the partitions list ("%Y-%m-%d-%H:%M", UTC); None: the start
+    # of the UTC day ``monitoring_history_days`` ago (older windows are not listed).
+    monitoring_start: str | None = None
+    monitoring_history_days: int = 7
+    task: str = "binary"  # binary | multiclass | regression
+    model_factory: str | None = None  # "package.module:function" (None: the task's default)
+    trusted_types: tuple[str, ...] = ()  # skops types this pipeline's models may load
+    owners: tuple[str, ...] = ()  # Dagster asset owners (emails or "team:name")
+    description: str | None = None
     classes: tuple[Any, ...] = ()
     """Label values in output order: binary defaults to (0, 1); multiclass requires them."""
-    model_factory: str | None = None
-    """Dotted path to the user's sklearn estimator/Pipeline factory (``trainer: sklearn``)
-    or torch module factory (``trainer: torch``); None: the built-in model for the task."""
     model_params: dict = field(default_factory=dict)
-    """Keyword arguments for ``model_factory``."""
-    trusted_types: tuple[str, ...] = ()
-    """skops types trusted when loading this pipeline's scikit-learn models, beyond the
-    library's own (e.g. ``sklearn.tree._tree.Tree`` for a random forest). Declared here,
-    reviewed with the pipeline; never read from an artifact."""
+    """Keyword arguments for ``model_factory`` (``trainer_params`` go to the trainer)."""
 
     def __post_init__(self) -> None:
         """Refuse an invalid pipeline when the code location loads, naming the field."""
@@ -70,13 +80,6 @@ class PipelineSpec:
             raise ValueError(f"pipeline {self.dataset!r}: label: required")
         if self.label in self.features:
             raise ValueError(f"pipeline {self.dataset!r}: label: {self.label!r} is also a feature")
-        if self.model_factory:
-            from mlcicd_dagster.models.trainers import FactoryError, check_factory_path
-
-            try:
-                check_factory_path(self.model_factory)
-            except FactoryError as exc:
-                raise ValueError(f"pipeline {self.dataset!r}: {exc}") from None
         bad = [t for t in self.trusted_types if not isinstance(t, str) or "." not in t]
         if bad:
             raise ValueError(
