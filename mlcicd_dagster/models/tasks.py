@@ -127,6 +127,16 @@ class Task:
         """Per-row 0/1 error (classification) or absolute error (regression)."""
         raise NotImplementedError
 
+    request_loss_name: ClassVar[str] = "log_loss"
+    """What the canary compares per request once its label is known."""
+
+    def request_loss(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The canary's per-request loss: the clipped log-loss of a classifier (bounded by
+        ``-log(LOSS_CLIP)``), the absolute error of a regression (in the label's units;
+        less heavy-tailed than the squared error, so the sequential test's Gaussian
+        approximation holds sooner)."""
+        return self.row_loss(y, out)
+
     def metrics(self, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
         raise NotImplementedError
 
@@ -331,6 +341,10 @@ class RegressionTask(Task):
 
     name = "regression"
     primary_metric = "mse"
+    request_loss_name = "abs_error"
+
+    def request_loss(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return self.row_error(y, out)
 
     def check_labels(self, labels: pd.Series | Sequence[Any]) -> LabelCheck:
         values = pd.to_numeric(pd.Series(_values(labels), dtype=object), errors="coerce")
