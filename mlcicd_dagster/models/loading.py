@@ -473,7 +473,9 @@ def log_model_to_run(
             x = example if predictor._wants_frame else example.to_numpy(np.float64)
             pyfunc_out = model.predict_proba(x)
         del out
-        signature = infer_signature(example, pyfunc_out)
+        # The signature describes the data as the data gate passes it: integer columns stay
+        # integers, text stays text (MLflow refuses int64 -> double as unsafe).
+        signature = infer_signature(raw_example, pyfunc_out)
         with warnings.catch_warnings():
             # MLflow scores the example frame through pyfunc; models fitted on arrays warn.
             warnings.filterwarnings("ignore", message="X has feature names")
@@ -483,7 +485,7 @@ def log_model_to_run(
                 serialization_format="skops",
                 skops_trusted_types=trusted,
                 signature=signature,
-                input_example=example,
+                input_example=raw_example,
                 pyfunc_predict_fn="predict" if task.name == "regression" else "predict_proba",
                 metadata=metadata,
                 pip_requirements=_pip_requirements("sklearn"),
