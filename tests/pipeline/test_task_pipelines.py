@@ -58,6 +58,7 @@ def test_shipped_pipelines_each_task_and_the_digits_model_step_asks_for_a_gpu(mo
     assert digits.task_type.name == "multiclass" and len(digits.task_type.classes) == 10
     assert digits.trainer == "torch" and digits.model_factory == "assets.digits.model:small_cnn"
     assert diabetes.task_type.name == "regression" and diabetes.categorical_features == ("sex",)
+
     def k8s(spec, step):  # as Dagster stores op tags: JSON text
         tags = {k: json.dumps(v) for k, v in spec.op_tags(step).items()}
         return get_user_defined_k8s_config(tags).container_config["resources"]
