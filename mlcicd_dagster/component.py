@@ -25,7 +25,7 @@ import ast
 import importlib.util
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -34,14 +34,19 @@ from mlcicd_dagster.errors import ConfigError
 from mlcicd_dagster.pipeline.spec import PipelineSpec, RolloutSpec
 
 TYPE_NAME = "mlcicd_dagster.MLPipeline"
+# Values are taken as written: no Jinja templating of each string (that alone would cost
+# the code location ~0.3 s of load in every step process).
+_LITERAL = dg.Resolver.passthrough()
 Task = Literal["binary", "multiclass", "regression"]
 
 
 class Features(dg.Resolvable, dg.Model):
     """The model's input columns. Categorical values may be strings."""
 
-    numeric: list[str] = Field(default_factory=list, description="numeric feature columns")
-    categorical: list[str] = Field(
+    numeric: Annotated[list[str], _LITERAL] = Field(
+        default_factory=list, description="numeric feature columns"
+    )
+    categorical: Annotated[list[str], _LITERAL] = Field(
         default_factory=list, description="categorical feature columns (ints or strings)"
     )
 
@@ -49,22 +54,22 @@ class Features(dg.Resolvable, dg.Model):
 class Training(dg.Resolvable, dg.Model):
     """Which model is trained, and on what: the task's built-in default or your own factory."""
 
-    trainer: Literal["sklearn", "torch"] = Field(
+    trainer: Annotated[Literal["sklearn", "torch"], _LITERAL] = Field(
         "sklearn", description="built-in trainer family (sklearn or torch)"
     )
-    factory: str | None = Field(
+    factory: Annotated[str | None, _LITERAL] = Field(
         None,
         description="your own model: 'package.module:function' returning a scikit-learn "
         "estimator/Pipeline (trainer: sklearn) or a torch.nn.Module (trainer: torch)",
     )
-    params: dict[str, Any] = Field(
+    params: Annotated[dict[str, Any], _LITERAL] = Field(
         default_factory=dict, description="keyword arguments for the trainer or factory"
     )
-    trusted_types: list[str] = Field(
+    trusted_types: Annotated[list[str], _LITERAL] = Field(
         default_factory=list,
         description="skops types your model needs trusted to load (visible in review)",
     )
-    holdout_fraction: float = Field(
+    holdout_fraction: Annotated[float, _LITERAL] = Field(
         0.2, description="share of the lake held out (hash of the row) to judge the model"
     )
 
@@ -72,23 +77,35 @@ class Training(dg.Resolvable, dg.Model):
 class Rollout(dg.Resolvable, dg.Model):
     """How a gated model reaches traffic (the first model ever goes blue-green)."""
 
-    strategy: Literal["blue_green", "canary", "shadow"] = "canary"
-    canary_steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0])
-    shadow_fraction: float = Field(0.2, description="traffic mirrored to a shadow, (0, 1]")
-    max_duration_s: float = Field(600.0, description="a rollout longer than this rolls back")
-    poll_interval_s: float = Field(2.0, description="seconds between canary analyses")
+    strategy: Annotated[Literal["blue_green", "canary", "shadow"], _LITERAL] = "canary"
+    canary_steps: Annotated[list[float], _LITERAL] = Field(
+        default_factory=lambda: [0.05, 0.25, 0.5, 1.0]
+    )
+    shadow_fraction: Annotated[float, _LITERAL] = Field(
+        0.2, description="traffic mirrored to a shadow, (0, 1]"
+    )
+    max_duration_s: Annotated[float, _LITERAL] = Field(
+        600.0, description="a rollout longer than this rolls back"
+    )
+    poll_interval_s: Annotated[float, _LITERAL] = Field(
+        2.0, description="seconds between canary analyses"
+    )
 
 
 class Monitoring(dg.Resolvable, dg.Model):
     """Windows of served traffic: live metrics and drift, one partition per window."""
 
-    window_minutes: int = Field(60, description="divides an hour, or whole hours")
-    start: str | None = Field(
+    window_minutes: Annotated[int, _LITERAL] = Field(
+        60, description="divides an hour, or whole hours"
+    )
+    start: Annotated[str | None, _LITERAL] = Field(
         None,
         description="first window listed, 'YYYY-MM-DD' or 'YYYY-MM-DD-HH:MM' (UTC); "
         "default: history_days ago",
     )
-    history_days: int = Field(7, description="days of windows listed when start is not set")
+    history_days: Annotated[int, _LITERAL] = Field(
+        7, description="days of windows listed when start is not set"
+    )
 
 
 class ScaffoldParams(dg.Model):
@@ -171,27 +188,37 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
     sensors (landing zone, monitoring, retraining policy, run-failure alerts).
     """
 
-    name: str | None = Field(
+    name: Annotated[str | None, _LITERAL] = Field(
         None,
         description="pipeline name: asset prefix, landing folder, MLflow model name "
         "(default: the folder's name)",
     )
-    task: Task = Field(..., description="binary | multiclass | regression")
-    label: str = Field(..., description="the label column")
-    id_column: str | None = Field(None, description="row ID column (ints or strings)")
+    task: Annotated[Task, _LITERAL] = Field(..., description="binary | multiclass | regression")
+    label: Annotated[str, _LITERAL] = Field(..., description="the label column")
+    id_column: Annotated[str | None, _LITERAL] = Field(
+        None, description="row ID column (ints or strings)"
+    )
     features: Features
     training: Training = Field(default_factory=Training)  # type: ignore[arg-type]
-    golden: str = Field(..., description="trusted labelled rows the gates judge on")
-    suite: str = Field("expectations.yaml", description="Great Expectations suite (YAML)")
-    gates: str = Field("gates.yaml", description="model gate margins, slices, budgets")
-    behavioral: str | None = Field(None, description="behavioral tests (YAML)")
-    sample: str | None = Field(None, description="rows `mlcicd ci` runs the pipeline on")
+    golden: Annotated[str, _LITERAL] = Field(
+        ..., description="trusted labelled rows the gates judge on"
+    )
+    suite: Annotated[str, _LITERAL] = Field(
+        "expectations.yaml", description="Great Expectations suite (YAML)"
+    )
+    gates: Annotated[str, _LITERAL] = Field(
+        "gates.yaml", description="model gate margins, slices, budgets"
+    )
+    behavioral: Annotated[str | None, _LITERAL] = Field(None, description="behavioral tests (YAML)")
+    sample: Annotated[str | None, _LITERAL] = Field(
+        None, description="rows `mlcicd ci` runs the pipeline on"
+    )
     rollout: Rollout = Field(default_factory=Rollout)  # type: ignore[arg-type]
     monitoring: Monitoring = Field(default_factory=Monitoring)  # type: ignore[arg-type]
-    owners: list[str] = Field(
+    owners: Annotated[list[str], _LITERAL] = Field(
         default_factory=list, description="asset owners: emails or 'team:name'"
     )
-    description: str | None = None
+    description: Annotated[str | None, _LITERAL] = None
 
     _pipeline: Any = PrivateAttr(default=None)
 
