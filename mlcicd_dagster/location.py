@@ -58,12 +58,14 @@ class Location:
 
 
 def load_location(
-    defs_folder: Path,
+    defs_folder: Path | str,
     *,
     project_root: Path | None = None,
     sensors: Sequence[dg.SensorDefinition] = (),
 ) -> Location:
-    """Load every component instance under ``defs_folder`` (an importable package)."""
+    """Load every component instance under ``defs_folder``: a folder beside importable
+    code (``<root>/assets`` is imported as the package ``assets``) or a package's name
+    (``"mlcicd_dagster.examples"``)."""
     # Everything imported so far (Dagster: a large heap) is long-lived: frozen, the
     # collector stops rescanning it at each of the thousands of allocations the
     # definitions make (~0.3 s per load); collection resumes afterwards.
@@ -79,7 +81,7 @@ def load_location(
 
 
 def _load(
-    defs_folder: Path, project_root: Path | None, sensors: Sequence[dg.SensorDefinition]
+    defs_folder: Path | str, project_root: Path | None, sensors: Sequence[dg.SensorDefinition]
 ) -> Location:
     from dagster._utils.warnings import BetaWarning, PreviewWarning
     from dagster.components.core.component_tree import ComponentTree
@@ -87,9 +89,14 @@ def _load(
     from mlcicd_dagster.component import MLPipeline
     from mlcicd_dagster.platform.environments import current_environment
 
-    defs_folder = Path(defs_folder).resolve()
-    root = Path(project_root).resolve() if project_root else defs_folder.parent
-    module = _import_folder(defs_folder, root)
+    if isinstance(defs_folder, str):
+        module = importlib.import_module(defs_folder)
+        folder = Path(next(iter(module.__path__))).resolve()
+        root = Path(project_root).resolve() if project_root else folder.parent
+    else:
+        folder = Path(defs_folder).resolve()
+        root = Path(project_root).resolve() if project_root else folder.parent
+        module = _import_folder(folder, root)
     tree = ComponentTree.from_module(defs_module=module, project_root=root)
     with warnings.catch_warnings():
         # Dagster's own loader uses its beta/preview APIs; not the user's business.

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.demo.landing import land_frame
 from mlcicd_dagster.demo.traffic import TrafficReplayer
 from mlcicd_dagster.platform.home import Home
@@ -87,7 +88,7 @@ class StoryRunner:
         from mlcicd_dagster.pipeline.cycle import run_cycle
         from mlcicd_dagster.pipeline.summary import print_cycle
 
-        settle = float(os.environ.get("MLCICD_LANDING_SETTLE_SECONDS", "0.5"))
+        settle = settings.get_float("MLCICD_LANDING_SETTLE_SECONDS", 0.5)
         time.sleep(settle + 0.2)  # let the landed files settle (landing convention)
         report = run_cycle(self.module.defs, self._instance())
         self.cycles.append(report)

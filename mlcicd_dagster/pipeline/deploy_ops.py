@@ -10,12 +10,12 @@ record: keep the outcome for the deployment checks and ``mlcicd status``.
 
 from __future__ import annotations
 
-import os
 from logging import Logger
 from typing import Any
 
 import dagster as dg
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.pipeline import records
 from mlcicd_dagster.pipeline.deploy_config import DECISION_CHECKS, RolloutConfig
 from mlcicd_dagster.pipeline.spec import PipelineSpec
@@ -90,9 +90,11 @@ def canary_config(spec: PipelineSpec) -> Any:
     steps = tuple(w for w in spec.rollout.canary_steps if w < 1.0)
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
     for field, env in CANARY_ENV.items():
-        if os.environ.get(env):
-            raw = os.environ[env]
-            values[field] = int(raw) if field == "step_min_samples" else float(raw)
+        if settings.get(env) is not None:
+            if field == "step_min_samples":
+                values[field] = settings.get_int(env, 0)
+            else:
+                values[field] = settings.get_float(env, 0.0)
     return CanaryConfig(steps=steps, **values)
 
 
