@@ -1,4 +1,4 @@
-"""``mlcicd``: the command line (demo, serve, status, cycle, ci, ui).
+"""``mlcicd``: the command line (demo, init, serve, status, cycle, ci, ui).
 
 Every subcommand imports what it needs when it runs, so ``mlcicd --help`` is instant.
 The code location (``definitions.py``) is imported from the current directory,
@@ -81,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--report", default="mlcicd-ci-report.md", help="Markdown report path")
     ci.add_argument("--sample-rows", type=int, default=6000)
     ci.set_defaults(func=_cmd_ci)
+
+    init = sub.add_parser(
+        "init", help="profile a data file and write assets/<name>/ (suite, gates, golden set)"
+    )
+    init.add_argument("name", help="pipeline name (asset prefix, landing folder, model name)")
+    init.add_argument("--data", required=True, help="CSV, CSV.gz or Parquet file to profile")
+    init.add_argument("--label", required=True, help="the label column")
+    init.add_argument("--task", choices=("binary", "multiclass", "regression"), default=None)
+    init.add_argument("--id", dest="id_column", default=None, help="row id column")
+    init.add_argument("--force", action="store_true", help="replace an existing assets/<name>/")
+    init.set_defaults(func=_cmd_init)
 
     ui = sub.add_parser("ui", parents=[pick], help="dagster dev on the same home")
     ui.add_argument("--port", type=int, default=3000)
@@ -232,6 +243,29 @@ def _cmd_ci(args: argparse.Namespace) -> int:
     p = _location(load_code_location()).pipeline(args.pipeline)
     report = Path(args.report)
     return run_ci(p, report_path=report, sample_rows=args.sample_rows)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.init.scaffold import init_pipeline
+
+    result = init_pipeline(  # an InitError (MlcicdError) is printed without a traceback
+        args.name,
+        Path(args.data),
+        label=args.label,
+        task=args.task,
+        id_column=args.id_column,
+        force=args.force,
+    )
+    for line in result.report():
+        print(line)
+    print(f"wrote {result.folder} in {result.seconds:.1f} s: " + ", ".join(result.files))
+    if result.wrote_definitions:
+        print("wrote definitions.py (the code location: every pipeline under assets/)")
+    print(
+        f"next: land batches in $MLCICD_HOME/landing/{args.name}/ (e.g. rows of "
+        f"assets/{args.name}/data/sample.csv.gz), then `mlcicd cycle`"
+    )
+    return 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
