@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,7 +32,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from mlcicd_dagster.errors import ConfigError
-from mlcicd_dagster.pipeline.spec import PipelineSpec, RolloutSpec
+from mlcicd_dagster.pipeline.spec import PipelineSpec, RolloutSpec, class_keys, label_key
 
 TYPE_NAME = "mlcicd_dagster.MLPipeline"
 # Values are taken as written: no Jinja templating of each string (that alone would cost
@@ -278,21 +279,22 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             missing = [f for f in features if f not in columns]
             if missing:
                 raise fail("features", f"not columns of {where}: {', '.join(missing)}")
-        from mlcicd_dagster.models.tasks import TaskError, make_task
-
-        try:
-            task = make_task(self.task, self.classes)
-        except TaskError as exc:
-            field = "task" if str(exc).startswith("task:") else "classes"
-            raise fail(field, str(exc).split(": ", 1)[-1]) from None
+        # The task's rules (models.tasks), checked here without numpy: the code location
+        # loads in every step process.
+        classes = class_keys(self.task, self.classes)
+        if isinstance(classes, str):
+            raise fail("classes", classes)
         if columns is not None and self.label in columns:
             labels = _column_values(golden, self.label)
             if labels is not None:
-                check = task.check_labels(labels)
-                if check.bad.any():
-                    raise fail("label", f"golden set ({self.golden}): {check.reason}")
-        if self.training.factory is not None:
-            problem = _factory_problem(self.training.factory)
+                reason = _label_problem(self.task, classes, labels)
+                if reason:
+                    raise fail("label", f"golden set ({self.golden}): {reason}")
+        factory = self.training.factory
+        if factory is not None and factory.startswith("."):
+            factory = _package_of(folder) + factory  # ".model:make": beside defs.yaml
+        if factory is not None:
+            problem = _factory_problem(factory)
             if problem:
                 raise fail("training.factory", problem)
         elif self.training.model_params:
@@ -350,7 +352,7 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             monitoring_history_days=self.monitoring.history_days,
             task=self.task,
             classes=tuple(self.classes or ()),
-            model_factory=self.training.factory,
+            model_factory=factory,
             model_params=dict(self.training.model_params),
             trusted_types=tuple(self.training.trusted_types),
             owners=tuple(self.owners),
@@ -406,16 +408,67 @@ def _columns(path: Path) -> list[str] | None:
     return None
 
 
-def _column_values(path: Path, column: str) -> Any:
-    """One column of the golden set (CSV or Parquet), or None for another format."""
-    import pandas as pd
-
+def _column_values(path: Path, column: str) -> list[Any] | None:
+    """One column of the golden set, parsed as pandas would (ints, floats, text; empty is
+    None), without pandas: the code location loads this in every step process."""
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path, usecols=[column])[column]
+        import csv
+        import gzip
+
+        opener: Any = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", newline="") as fh:
+            rows = csv.reader(fh)
+            header = next(rows, [])
+            i = header.index(column)
+            return [_parse_cell(r[i]) if i < len(r) else None for r in rows]
     if name.endswith(".parquet"):
-        return pd.read_parquet(path, columns=[column])[column]
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=[column]).column(0).to_pylist()
     return None
+
+
+def _parse_cell(text: str) -> Any:
+    if text.strip() == "":
+        return None
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _label_problem(task: str, classes: list[str | None], labels: list[Any]) -> str:
+    """Why labels do not fit the task ("" when they do)."""
+    counts: dict[str, int] = {}
+    for v in labels:
+        if task == "regression":
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        else:
+            ok = label_key(v) in classes and label_key(v) is not None
+        if not ok:
+            shown = "<missing>" if label_key(v) is None else str(label_key(v))
+            counts[shown] = counts.get(shown, 0) + 1
+    if not counts:
+        return ""
+    shown = ", ".join(f"{v} ({c} rows)" for v, c in sorted(counts.items())[:10])
+    if task == "regression":
+        return f"regression label is not a finite number: {shown}"
+    return f"label not one of the declared {task} classes {classes}: {shown}"
+
+
+def _package_of(folder: Path) -> str:
+    """The dotted package of ``folder`` (``assets.digits`` in the repository,
+    ``mlcicd_dagster.examples.digits`` in the installed wheel)."""
+    parts: list[str] = []
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if not parts:
+        raise ConfigError(f"{folder} is not a Python package (no __init__.py)")
+    return ".".join(parts)
 
 
 def _factory_problem(dotted: str) -> str | None:
