@@ -145,7 +145,7 @@ def test_wheel_in_a_fresh_venv_runs_a_pipeline_of_its_own(venv, tmp_path):
 
     pool = pd.read_csv(ROOT / "assets" / "credit_default" / "data" / "pool.csv.gz")
     data = tmp_path / "loans.csv"
-    pool.iloc[:3000].to_csv(data, index=False)
+    pool.iloc[:6000].to_csv(data, index=False)
     has_init = "init" in _run([str(bin_ / "mlcicd"), "--help"], cwd=project, env=env).stdout
     if has_init:
         _run(
@@ -169,7 +169,7 @@ def test_wheel_in_a_fresh_venv_runs_a_pipeline_of_its_own(venv, tmp_path):
         )
     landing = project / ".mlcicd" / "landing" / "loans"
     landing.mkdir(parents=True, exist_ok=True)
-    pool.iloc[3000:7000].to_csv(landing / "batch-1.csv", index=False)
+    pool.iloc[6000:12000].to_csv(landing / "batch-1.csv", index=False)
     out = _run([str(bin_ / "mlcicd"), "cycle", "--json"], cwd=project, env=env, timeout=900)
     report = json.loads(out.stdout[out.stdout.index("{") :])
     assert report["ok"] and "loans" in report["pipelines"], out.stdout[-3000:]
