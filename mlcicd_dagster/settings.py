@@ -30,6 +30,7 @@ _TABLE = (
     Variable("MLCICD_DEPLOYMENT_STATE_DIR", None, "deployment state dir (server pods on k8s)"),
     Variable("MLCICD_ALERT_WEBHOOK", None, "Slack-compatible URL every alert is posted to"),
     Variable("MLCICD_MLFLOW_UI_URL", "http://127.0.0.1:5000", "MLflow UI links point here"),
+    Variable("MLCICD_FAULT", None, "fault tests only: the process dies at this phase"),
     Variable("MLCICD_CODE_VERSION", None, "code version recorded on MLflow runs (e.g. a git SHA)"),
     # timings (the demo shortens them)
     Variable("MLCICD_LANDING_SETTLE_SECONDS", None, "a landed file must be this old to be read"),
@@ -38,6 +39,7 @@ _TABLE = (
     Variable("MLCICD_CANARY_STEP_MIN_DURATION_S", None, "shortest canary step"),
     Variable("MLCICD_CANARY_STEP_MIN_SAMPLES", None, "fewest labelled requests per step"),
     Variable("MLCICD_CANARY_MAX_DURATION_S", None, "overrides rollout.max_duration_s"),
+    Variable("MLCICD_CANARY_STEPS", None, "e.g. '0.3,0.6': traffic steps instead of the spec's"),
     # Kubernetes (MLCICD_ENV=k8s): steps, storage, model server
     Variable("MLCICD_IMAGE", None, "step image (default: the code location's image)"),
     Variable("MLCICD_IMAGE_PULL_POLICY", "IfNotPresent", "pull policy of step pods"),

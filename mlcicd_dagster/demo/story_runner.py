@@ -102,8 +102,8 @@ class StoryRunner:
         """Tick the rollout controller (as the daemon would) until no rollout is in flight."""
         from mlcicd_dagster.pipeline.cycle import settle_rollouts
 
-        limit = float(os.environ.get("MLCICD_CANARY_MAX_DURATION_S", "240")) + 30
-        interval = float(os.environ.get("MLCICD_CANARY_CHECK_INTERVAL_S", "2"))
+        limit = settings.get_float("MLCICD_CANARY_MAX_DURATION_S", 240.0) + 30
+        interval = settings.get_float("MLCICD_CANARY_CHECK_INTERVAL_S", 2.0)
         settle_rollouts(self.module.defs, self._instance(), timeout_s=limit, interval_s=interval)
 
     def start_traffic(self, rows: pd.DataFrame, label: str) -> None:

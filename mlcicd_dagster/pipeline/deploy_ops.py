@@ -91,7 +91,7 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
 def canary_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
-    raw_steps = os.environ.get(STEPS_ENV)
+    raw_steps = settings.get(STEPS_ENV)
     declared = (
         tuple(float(w) for w in raw_steps.split(",")) if raw_steps else spec.rollout.canary_steps
     )
@@ -110,10 +110,9 @@ def shadow_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.rollout.strategies import ShadowConfig
 
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
-    if os.environ.get(CANARY_ENV["check_interval_s"]):
-        values["check_interval_s"] = float(os.environ[CANARY_ENV["check_interval_s"]])
-    if os.environ.get(CANARY_ENV["max_duration_s"]):
-        values["max_duration_s"] = float(os.environ[CANARY_ENV["max_duration_s"]])
+    for field in ("check_interval_s", "max_duration_s"):
+        if settings.get(CANARY_ENV[field]) is not None:
+            values[field] = settings.get_float(CANARY_ENV[field], 0.0)
     return ShadowConfig(fraction=spec.rollout.shadow_fraction, **values)
 
 
