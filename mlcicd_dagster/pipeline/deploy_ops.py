@@ -84,11 +84,24 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
     }
 
 
-def canary_config(spec: PipelineSpec) -> Any:
+def _label_scale(spec: PipelineSpec, mlcicd: MlcicdResource, plan: dict) -> float | None:
+    """A regression candidate's holdout MAE, logged at training (None for classifiers)."""
+    if spec.task != "regression" or not plan.get("run_id"):
+        return None
+    run = _client(mlcicd).get_run(plan["run_id"])
+    value = run.data.metrics.get("holdout_mae")
+    return float(value) if value else None
+
+
+def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
+    """``label_scale``: a regression candidate's holdout MAE (the margin's unit)."""
+    from mlcicd_dagster.rollout import analysis as an
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
     steps = tuple(w for w in spec.rollout.canary_steps if w < 1.0)
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
+    if spec.task != "binary":
+        values["analysis"] = an.AnalysisConfig(metrics=an.metrics_for_task(spec.task, label_scale))
     for field, env in CANARY_ENV.items():
         if os.environ.get(env):
             raw = os.environ[env]
@@ -114,8 +127,10 @@ def execute_rollout(
         version=plan["version"], model_uri=plan["model_uri"], run_id=plan["run_id"]
     )
     smoke_rows = pd.read_csv(spec.golden_path).head(SMOKE_ROWS).drop(columns=[spec.label])
-    expected = load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict_proba(
-        smoke_rows
+    from mlcicd_dagster.models.tasks import one_score_per_row
+
+    expected = one_score_per_row(
+        load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict(smoke_rows)
     )
     common = {"smoke_rows": smoke_rows, "registry": client}
     strategy = plan["strategy"]
@@ -126,8 +141,8 @@ def execute_rollout(
         result = strategies.canary(
             target,
             candidate,
-            evidence=LogEvidenceSource(mlcicd.home, spec.model_name),
-            config=canary_config(spec),
+            evidence=LogEvidenceSource(mlcicd.home, spec.model_name, task=spec.task_type),
+            config=canary_config(spec, _label_scale(spec, mlcicd, plan)),
             expected_scores=expected,
             **common,
         )

@@ -131,10 +131,10 @@ def _reference_scores(model_name: str, golden_path: Any, uri: str, version: str)
 
     golden = pd.read_csv(golden_path)
     predictor = load_predictor(f"models:/{model_name}/{version}", tracking_uri=uri)
-    out = predictor.predict(golden)
-    # one number per row, as the prediction log keeps it (multiclass: the predicted
-    # class's probability)
-    return out.max(axis=1) if out.ndim == 2 else out
+    from mlcicd_dagster.models.tasks import one_score_per_row
+
+    # one number per row, as the prediction log keeps it
+    return one_score_per_row(predictor.predict(golden))
 
 
 @functools.lru_cache(maxsize=16)

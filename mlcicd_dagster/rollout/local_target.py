@@ -159,7 +159,7 @@ class LocalTarget(DeployTarget):
             if predictor is None:
                 predictor = self._load(ref)
                 self._predictors[ref.model_uri] = predictor
-            scores = predictor.predict_proba(rows)
+            scores = predictor.predict(rows)
         except DeployTargetError:
             raise
         except Exception as exc:  # any load/score failure is a failed smoke test
