@@ -94,6 +94,8 @@ class LocalTarget(DeployTarget):
             return None
         if pid and not _pid_alive(pid):
             return None
+        if info.get("model_name") not in (None, self.model_name):
+            return None  # another pipeline's server (one home, several pipelines)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         return f"http://{host}:{port}"
