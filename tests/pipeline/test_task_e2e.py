@@ -2,7 +2,7 @@
 data gate -> training -> model gates -> blue-green to a real model server (subprocess,
 loopback) -> requests -> feedback labels -> a monitoring window measured from the logs.
 
-diabetes: regression, text categorical with missing values, text ids, scikit-learn.
+diabetes: regression, missing values in a number and a category, text ids, scikit-learn.
 digits: multiclass, the pipeline's own torch module (CPU here; a GPU on Kubernetes).
 """
 
