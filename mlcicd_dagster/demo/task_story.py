@@ -51,7 +51,7 @@ def _serve_and_measure(home: Any, spec: Any, pool: pd.DataFrame) -> str:
     name, task = spec.model_name, spec.task_type
     state = read_state(home.deployment_state(name), name)
     if state.stable is None:
-        return f"{name} ({task.name}): nothing serves (see the runs above)"
+        return f"{name}: nothing serves (see the runs above)"
     server, url = start_subprocess(home, name, port=0, log_path=home.root / f"server-{name}.log")
     try:
         rows = pool.tail(REQUESTS).reset_index(drop=True)
@@ -80,11 +80,11 @@ def _serve_and_measure(home: Any, spec: Any, pool: pd.DataFrame) -> str:
         server.terminate()
         with contextlib.suppress(Exception):
             server.wait(timeout=30)
-    served = f"{name} ({task.name}) v{state.stable.version} serves"
+    served = f"{name} v{state.stable.version} serves"
     if task.name == "multiclass":
         accuracy = float(np.mean(preds.argmax(axis=1) == task.encode(rows[spec.label])))
-        return f"{served} {preds.shape[1]} class probabilities per row; accuracy {accuracy:.0%}"
+        return f"{served} (k={preds.shape[1]}): accuracy {accuracy:.0%}"
     metrics = result.versions[0].metrics if result.versions else {}
     mae = metrics.get("mae")
-    live = f"; live MAE {mae.value:.1f} [{mae.lo:.1f}, {mae.hi:.1f}]" if mae else ""
-    return f"{served} one value per row{live}"
+    live = f": live MAE {mae.value:.0f} [{mae.lo:.0f}, {mae.hi:.0f}]" if mae else ""
+    return f"{served}{live}"
