@@ -64,9 +64,7 @@ def _rejected(result, key: str, check: str = "data_suite"):
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["outcome"].value == "rejected"
     assert evaluation.partition == key  # the partition view shows this batch's verdict
-    built = [
-        m for m in result.get_asset_materialization_events() if m.asset_key == DATA_ASSETS[1]
-    ]
+    built = [m for m in result.get_asset_materialization_events() if m.asset_key == DATA_ASSETS[1]]
     assert not built, "validated_batch must not be built from a rejected batch"
     return evaluation
 
