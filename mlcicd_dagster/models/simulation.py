@@ -183,17 +183,30 @@ def simulate(
     return report
 
 
-def pipeline_fit(trainer: str, params: dict[str, Any], features: Sequence[str], label: str) -> Fit:
-    """A ``fit(train_rows, seed) -> Predictor`` with the pipeline's own trainer."""
-    from mlcicd_dagster.models.trainers import make_trainer
+@dataclass(frozen=True)
+class PipelineFit:
+    """``fit(train_rows, seed) -> Predictor`` with the pipeline's own trainer (picklable,
+    so replicates can run in worker processes)."""
 
-    def fit(train: pd.DataFrame, seed: int) -> Predictor:
-        model = make_trainer(trainer, params).fit(
-            train[list(features)], train[label].to_numpy(), seed=seed
+    trainer: str
+    params: dict[str, Any]
+    features: tuple[str, ...]
+    label: str
+
+    def __call__(self, train: pd.DataFrame, seed: int) -> Predictor:
+        from mlcicd_dagster.models.trainers import make_trainer
+
+        model = make_trainer(self.trainer, self.params).fit(
+            train[list(self.features)], train[self.label].to_numpy(), seed=seed
         )
         return model.predictor
 
-    return fit
+
+def pipeline_fit(
+    trainer: str, params: dict[str, Any], features: Sequence[str], label: str
+) -> PipelineFit:
+    """A ``fit(train_rows, seed) -> Predictor`` with the pipeline's own trainer."""
+    return PipelineFit(trainer, dict(params), tuple(features), label)
 
 
 def cores() -> int:
