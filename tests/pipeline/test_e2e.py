@@ -166,3 +166,52 @@ def test_mlcicd_ci_judges_a_code_change_against_the_champion(served, tmp_path):
     assert status["deployment"]["stable"]["version"] == "1"
     assert out.returncode in (0, 1)
     assert ("PASS" in text) == (out.returncode == 0)
+
+
+def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
+    """A poisoned batch (valid data, inverted labels): the model gates reject its model.
+    A rejection is not an error: the run is green, the gates' checks say `rejected`
+    with the reason, `deployment` records that v1 still serves, the alert's kind is
+    `rejected`, and nothing is deployed."""
+    import dagster as dg
+
+    from mlcicd_dagster.cli import dagster_instance
+    from mlcicd_dagster.demo.landing import land_frame
+
+    home = served["home"]
+    poisoned = served["pool"].iloc[5000:9000].copy()
+    poisoned[LABEL] = 1 - poisoned[LABEL]
+    land_frame(home.landing("credit_default"), "poisoned.csv", poisoned)
+    out = _cli("cycle", "--json", env=served["env"], timeout=1200)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout[out.stdout.index("{") :])
+    (run,) = [r for r in report["runs"] if r["job"] == "credit_default_ingest"]
+    assert run["outcome"] == "rejected", run
+    assert "credit_default/model:non_inferiority" in run["failed_checks"]
+
+    instance = dagster_instance()
+    try:
+        assert instance.get_run_by_id(run["run_id"]).status == dg.DagsterRunStatus.SUCCESS
+        event = instance.get_latest_materialization_event(
+            dg.AssetKey(["credit_default", "deployment"])
+        )
+        meta = event.asset_materialization.metadata
+        assert meta["outcome"].value == "rejected"
+        assert meta["still_serving"].value == "v1"
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(["credit_default", "model"]), "non_inferiority")]
+        )
+        evaluation = next(iter(check.values())).event.dagster_event.event_specific_data.evaluation
+        assert not evaluation.passed
+        assert evaluation.severity == dg.AssetCheckSeverity.WARN
+        assert evaluation.metadata["outcome"].value == "rejected"
+        assert "design_false_rejection" in evaluation.metadata
+    finally:
+        instance.dispose()
+    alerts = [json.loads(x) for x in home.alerts.read_text().splitlines()]
+    rejected = [a for a in alerts if a["kind"] == "rejected" and "model" in a["title"]]
+    assert rejected and "non_inferiority" in rejected[-1]["details"]["reason"]
+    assert rejected[-1]["details"]["still_serving"] == "v1"
+    assert not [a for a in alerts if a["kind"] in ("run_failure", "run_error", "run_rejected")]
+    status = json.loads(_cli("status", "--json", env=served["env"]).stdout)
+    assert status["deployment"]["stable"]["version"] == "1"
