@@ -31,10 +31,14 @@ SIZES = ((5000, 1000), (5000, 3000))
 
 
 def pipelines() -> list:
-    """Shipped pipelines whose gates judge a binary classifier."""
-    from assets.credit_default import SPEC
+    """Shipped pipelines whose gates judge a binary classifier (the AUC/log-loss gates;
+    multiclass and regression pipelines are judged by ``models.task_gates``)."""
+    from mlcicd_dagster.component import load_spec
 
-    return [SPEC]
+    specs = [
+        load_spec(d) for d in sorted((ROOT / "assets").iterdir()) if (d / "defs.yaml").exists()
+    ]
+    return [s for s in specs if s.task == "binary" and s.sample_path is not None]
 
 
 def run_pipeline(spec, reps: int, jobs: int) -> list[str]:
@@ -49,7 +53,7 @@ def run_pipeline(spec, reps: int, jobs: int) -> list[str]:
         spec.trainer, dict(spec.trainer_params), spec.features, spec.label
     )
     lines = [
-        f"### {spec.dataset} ({spec.trainer}, binary)",
+        f"### {spec.dataset} ({spec.trainer}, {spec.task})",
         "",
         "| retrain | gate | design: equal model fails | honest retrain passes (95% CI) | "
         "design: clearly worse caught | corrupted retrain caught (95% CI) |",
@@ -70,7 +74,7 @@ def run_pipeline(spec, reps: int, jobs: int) -> list[str]:
             progress=lambda k: print(f"  {k}/{reps}", end="\r", flush=True),
         )
         holdout = int((champ_rows + batch_rows) * spec.holdout_fraction)
-        design = design_report(cfg, DesignSizes(holdout, len(golden)))
+        design = design_report(cfg, DesignSizes(holdout, len(golden), spec.task))
         label = f"{champ_rows:,} + {batch_rows:,} rows"
         for row in report.rows():
             name = row["gate"]

@@ -171,7 +171,8 @@ def checked_gate_config(spec: PipelineSpec) -> Any:
         golden = count_rows(spec.golden_path)
     except OSError as exc:
         raise GateConfigError(f"cannot read the golden set {spec.golden_path}: {exc}") from exc
-    report = design_report(cfg, DesignSizes(cfg.design.holdout_rows, golden))
+    task = str(getattr(spec, "task", "binary"))
+    report = design_report(cfg, DesignSizes(cfg.design.holdout_rows, golden, task))
     if report["false_rejection"] > cfg.design.max_false_rejection:
         per = ", ".join(
             f"{k} {v['false_rejection']:.1%}"

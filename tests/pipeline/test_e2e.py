@@ -168,6 +168,7 @@ def test_mlcicd_ci_judges_a_code_change_against_the_champion(served, tmp_path):
     assert ("PASS" in text) == (out.returncode == 0)
 
 
+@pytest.mark.timeout(1800)  # a retrain, the gates and a rollout decision on a busy machine
 def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
     """A poisoned batch (valid data, inverted labels): the model gates reject its model.
     A rejection is not an error: the run is green, the gates' checks say `rejected`

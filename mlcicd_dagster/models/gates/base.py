@@ -249,6 +249,9 @@ class DesignSizes:
 
     holdout_rows: int
     golden_rows: int
+    task: str = "binary"
+    """The pipeline's task: the AUC/log-loss designs are the binary task's (the other
+    tasks' per-row metrics, ``models.task_gates``, state their own rates)."""
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ def _design_row(cfg: GateConfig, metric: str, n: int, se: float | None = None) -
 
 
 def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
+    if sizes.task != "binary":
+        return GateDesign(false_rejection=0.0)  # not this gate's metrics (models.task_gates)
     rows = [
         {"set": s, "metric": m, "n": n, **_design_row(cfg, m, n)}
         for s, n in (("holdout", sizes.holdout_rows), ("golden", sizes.golden_rows))

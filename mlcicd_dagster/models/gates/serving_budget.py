@@ -47,56 +47,104 @@ else:
 
 
 DESIGN_SD_LOG_RATIO = 0.5
-"""Per-call SD of log(candidate time / champion time) assumed by the design: 1.0 is a
-badly loaded machine (quiet machines measure ~0.1-0.3); the gate reports the measured one."""
+"""Per-pair SD of log(candidate time / champion time) the design assumes (normal): a
+loaded machine; the gate reports the rates at the spread it measured."""
 CLEARLY_SLOWER = 2.0
 """What "clearly slower" means for the design's power: twice the champion's time."""
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) <= k), stdlib only (the design runs when the code location loads)."""
+    if k < 0:
+        return 0.0
+    return min(1.0, sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)))
+
+
+def sign_test_rank(n: int, alpha: float) -> int:
+    """The largest k with ``P(Binomial(n, 1/2) <= k - 1) <= alpha`` (0: no bound at n)."""
+    k = 0
+    while k < n and _binom_cdf(k, n, 0.5) <= alpha:
+        k += 1
+    return k
 
 
 def median_ratio_bounds(log_ratios: np.ndarray, alpha: float) -> tuple[float, float, float]:
     """(median, lower, upper) one-sided ``1 - alpha`` bounds of the median, distribution-free.
 
-    The k-th order statistic with ``P(Binomial(n, 1/2) < k) <= alpha`` is a lower bound
+    The k-th order statistic with ``P(Binomial(n, 1/2) <= k - 1) <= alpha`` is a lower bound
     of the median with coverage >= 1 - alpha (sign test), symmetric for the upper one.
     """
-    from scipy.stats import binom
-
     x = np.sort(np.asarray(log_ratios, dtype=np.float64))
     n = len(x)
     if n == 0:
         return math.nan, -math.inf, math.inf
-    k = int(binom.ppf(alpha, n, 0.5))  # P(Bin <= k - 1) <= alpha  <=> lower = x[k - 1]
-    while k > 0 and binom.cdf(k - 1, n, 0.5) > alpha:
-        k -= 1
+    k = sign_test_rank(n, alpha)
     lower = float(x[k - 1]) if k >= 1 else -math.inf
     upper = float(x[n - k]) if k >= 1 else math.inf
     return float(np.median(x)), lower, upper
 
 
-def _design_rates(sd: float, n: int, max_ratio: float, alpha: float) -> tuple[float, float]:
-    """(false rejection, power at CLEARLY_SLOWER) of the median-ratio test, normal approx.
-    (the median's SE is ~1.2533 * sd / sqrt(n))."""
-    from mlcicd_dagster.models import stats
+def sign_test_rates(
+    n: int, alpha: float, max_ratio: float, p_beyond: float, p_beyond_2x: float
+) -> tuple[float, float]:
+    """(false rejection, power) of the median-ratio test with ``n`` pairs.
 
-    se = 1.2533 * sd / math.sqrt(max(n, 1))
-    margin = math.log(max_ratio)
-    return (
-        stats.design_false_rejection(se, margin, alpha),
-        stats.design_power(se, margin, alpha, math.log(CLEARLY_SLOWER)),
+    ``p_beyond``: for an equally fast candidate, P(one pair's ratio > max_ratio);
+    ``p_beyond_2x``: the same for a candidate twice as slow. The test fails when fewer
+    than k pairs are below the limit, so both rates are binomial tails (exact, given
+    the per-pair probabilities).
+    """
+    k = sign_test_rank(n, alpha)
+    if k == 0:
+        return 0.0, 0.0
+    return _binom_cdf(k - 1, n, 1 - p_beyond), _binom_cdf(k - 1, n, 1 - p_beyond_2x)
+
+
+def _normal_tail(x: float) -> float:
+    from statistics import NormalDist
+
+    return 1.0 - NormalDist().cdf(x)
+
+
+def _assumed_rates(n: int, cfg: GateConfig) -> tuple[float, float]:
+    sd = DESIGN_SD_LOG_RATIO
+    margin = math.log(cfg.serving_max_ratio)
+    return sign_test_rates(
+        n,
+        cfg.alpha,
+        cfg.serving_max_ratio,
+        _normal_tail(margin / sd),
+        _normal_tail((margin - math.log(CLEARLY_SLOWER)) / sd),
     )
 
 
 def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
-    fr, power = _design_rates(
-        DESIGN_SD_LOG_RATIO, cfg.serving_single_calls, cfg.serving_max_ratio, cfg.alpha
-    )
+    """Per-pair log-ratio noise of ``DESIGN_SD_LOG_RATIO`` (a loaded machine)."""
+    fr1, pw1 = _assumed_rates(cfg.serving_single_calls, cfg)
+    fr2, pw2 = _assumed_rates(cfg.serving_batch_calls, cfg)
+    fr = min(1.0, fr1 + fr2)
     fixes: tuple[str, ...] = ()
     if fr > cfg.max_design_false_rejection:
         fixes = (
-            f"serving_budget: raise serving_max_ratio (now {cfg.serving_max_ratio}) or "
-            f"serving_single_calls (now {cfg.serving_single_calls})",
+            f"serving_budget: raise serving_max_ratio (now {cfg.serving_max_ratio}) or the "
+            f"number of paired calls (serving_single_calls {cfg.serving_single_calls}, "
+            f"serving_batch_calls {cfg.serving_batch_calls})",
         )
-    return GateDesign(false_rejection=fr, power=power, fixes=fixes)
+    return GateDesign(false_rejection=fr, power=max(pw1, pw2), fixes=fixes)
+
+
+def _measured_rates(lr: np.ndarray, cfg: GateConfig) -> tuple[float, float]:
+    """The design rates at the measured spread: per-pair tail probabilities of the
+    centred log-ratios (an equal candidate), and of them shifted by log(2)."""
+    centred = lr - np.median(lr)
+    margin = math.log(cfg.serving_max_ratio)
+    return sign_test_rates(
+        len(lr),
+        cfg.alpha,
+        cfg.serving_max_ratio,
+        float(np.mean(centred > margin)),
+        float(np.mean(centred + math.log(CLEARLY_SLOWER) > margin)),
+    )
 
 
 def _matrix(frame: pd.DataFrame, model: Predictor) -> np.ndarray:
@@ -201,8 +249,7 @@ def judge_timing(
             med, lo, hi = median_ratio_bounds(lr, a)
             passed = bool(lo <= math.log(cfg.serving_max_ratio))
             ok &= passed
-            sd = float(np.std(lr, ddof=1)) if len(lr) > 1 else math.nan
-            fr, power = _design_rates(sd, len(lr), cfg.serving_max_ratio, a)
+            fr, power = _measured_rates(lr, cfg)
             rows.append(
                 {
                     "measure": f"{'single-row' if kind == 'single' else 'batch'} time ratio "

@@ -45,6 +45,8 @@ BOOTSTRAP_SEED = 20240611
 
 def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
     """Equal model, every slice at the smallest judged size (worst case)."""
+    if sizes.task != "binary":
+        return GateDesign(false_rejection=0.0)  # not this gate's metrics (models.task_gates)
     from statistics import NormalDist
 
     if not cfg.slices:
