@@ -51,8 +51,6 @@ MIN_CLASS_ROWS = 20
 TRAINER = "sklearn"
 TRAINER_PARAMS: dict[str, Any] = {"max_iter": 100, "early_stopping": False}
 SEED = 0
-#: The gates a task init does not size runs (no comparison by binary metrics).
-UNSIZED_TASK_GATES = ("behavioral", "serving_budget", "infra_validation")
 
 DEFINITIONS_PY = '''"""The Dagster code location: every pipeline under assets/ (defs.yaml)."""
 
@@ -252,13 +250,10 @@ def gates_yaml(profile: DataProfile, sizing: GateSizing | None) -> str:
         lines.append("# Sized by a power calculation (mlcicd_dagster.init.sizing):")
         lines += [f"#   {s}" for s in sizing.lines()]
     else:
-        # Sized for binary only: the comparison gates' metrics (AUC, log-loss) are binary.
-        raw["gates"] = list(UNSIZED_TASK_GATES)
         lines += [
-            f"# Task {profile.task}: non_inferiority and slices judge binary models (AUC,",
-            "# log-loss) and are not sized for this task by init: the gates below run",
-            "# (models that cannot serve or load are still stopped). Add non_inferiority",
-            "# with its margins and design once it judges this task.",
+            f"# Task {profile.task}: the comparison with the champion judges the task's own",
+            "# per-row loss and error (models.task_gates) with the library's margins; init",
+            "# sizes binary gates only, so these are not sized to this data yet.",
         ]
     lines += [
         "# Slices (judged per group, Holm-corrected) and a fairness column are yours to add:",
@@ -373,5 +368,6 @@ def _verify(folder: Path, profile: DataProfile) -> float:
     if suite.label != profile.label or spec.label != profile.label:
         raise InitError(f"internal: the written label is {suite.label!r}, not {profile.label!r}")
     cfg = checked_gate_config(spec)  # refuses a design that fails equal models too often
-    report = design_report(cfg, DesignSizes(cfg.design.holdout_rows, count_rows(spec.golden_path)))
+    sizes = DesignSizes(cfg.design.holdout_rows, count_rows(spec.golden_path), spec.task)
+    report = design_report(cfg, sizes)
     return float(report["false_rejection"])

@@ -218,12 +218,8 @@ def test_other_tasks_get_their_label_domain(tmp_path, monkeypatch, capsys, label
             and between["max_value"] >= frame[label].max()
         )
     gates = (folder / "gates.yaml").read_text()
-    assert f"Task {task}: non_inferiority and slices judge binary models" in gates
-    assert load_gate_config(folder / "gates.yaml").gates == (
-        "behavioral",
-        "serving_budget",
-        "infra_validation",
-    )
+    assert f"Task {task}: the comparison with the champion judges the task's own" in gates
+    assert "every gate together" in out  # the gates' own design check accepted it
 
 
 def test_text_labels_binary(tmp_path, monkeypatch, capsys):
