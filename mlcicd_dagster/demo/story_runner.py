@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.demo.landing import land_frame
 from mlcicd_dagster.demo.traffic import TrafficReplayer
 from mlcicd_dagster.platform.home import Home
@@ -87,14 +88,23 @@ class StoryRunner:
         from mlcicd_dagster.pipeline.cycle import run_cycle
         from mlcicd_dagster.pipeline.summary import print_cycle
 
-        settle = float(os.environ.get("MLCICD_LANDING_SETTLE_SECONDS", "0.5"))
+        settle = settings.get_float("MLCICD_LANDING_SETTLE_SECONDS", 0.5)
         time.sleep(settle + 0.2)  # let the landed files settle (landing convention)
         report = run_cycle(self.module.defs, self._instance())
         self.cycles.append(report)
         print_cycle(report)
         if not report.ok:
             raise SystemExit("the demo hit an error: see the runs above")
+        self.settle()
         return report
+
+    def settle(self) -> None:
+        """Tick the rollout controller (as the daemon would) until no rollout is in flight."""
+        from mlcicd_dagster.pipeline.cycle import settle_rollouts
+
+        limit = settings.get_float("MLCICD_CANARY_MAX_DURATION_S", 240.0) + 30
+        interval = settings.get_float("MLCICD_CANARY_CHECK_INTERVAL_S", 2.0)
+        settle_rollouts(self.module.defs, self._instance(), timeout_s=limit, interval_s=interval)
 
     def start_traffic(self, rows: pd.DataFrame, label: str) -> None:
         self.traffic = TrafficReplayer(self.url, rows, label, rate_per_s=TRAFFIC_RATE).start()
@@ -120,6 +130,7 @@ class StoryRunner:
 
         outcome = run_deploy_job(self.p, self.module.defs, self._instance(), version)
         print(f"  deploy run {outcome['run_id'][:8]}: {outcome['status']}")
+        self.settle()
 
     def monitor_until_retrain(self, max_windows: int) -> None:
         """Serve the drifted traffic window after window until the policy retrains."""
