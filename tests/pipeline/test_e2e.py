@@ -202,7 +202,7 @@ def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey(["credit_default", "model"]), "non_inferiority")]
         )
-        evaluation = next(iter(check.values())).event.dagster_event.event_specific_data.evaluation
+        evaluation = next(iter(check.values())).event.dagster_event.event_specific_data
         assert not evaluation.passed
         assert evaluation.severity == dg.AssetCheckSeverity.WARN
         assert evaluation.metadata["outcome"].value == "rejected"
