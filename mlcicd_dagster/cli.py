@@ -1,4 +1,4 @@
-"""``mlcicd``: the command line of PRODUCT.md (demo, serve, status, cycle, ci, ui).
+"""``mlcicd``: the command line (demo, serve, status, cycle, data, ci, ui).
 
 Every subcommand imports what it needs when it runs, so ``mlcicd --help`` is instant.
 The code location (``definitions.py``) is imported from the current directory,
@@ -63,6 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--report", default="mlcicd-ci-report.md", help="Markdown report path")
     ci.add_argument("--sample-rows", type=int, default=6000)
     ci.set_defaults(func=_cmd_ci)
+
+    data = sub.add_parser("data", help="revoke or restore a validated batch")
+    data_sub = data.add_subparsers(title="data commands")
+    revoke = data_sub.add_parser("revoke", help="take a validated batch out of the training data")
+    revoke.add_argument("name", help="the pipeline")
+    revoke.add_argument("batch", help="partition key or landed file name of the batch")
+    revoke.add_argument("--reason", required=True, help="why (recorded with who and when)")
+    revoke.set_defaults(func=_cmd_data_revoke)
+    restore = data_sub.add_parser("restore", help="put a revoked batch back into training")
+    restore.add_argument("name", help="the pipeline")
+    restore.add_argument("batch", help="partition key or landed file name of the batch")
+    restore.add_argument("--reason", default="", help="why (optional)")
+    restore.set_defaults(func=_cmd_data_restore)
+    data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
 
     ui = sub.add_parser("ui", help="dagster dev on the same home")
     ui.add_argument("--port", type=int, default=3000)
@@ -137,6 +151,59 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print_status(status)
+    return 0
+
+
+def pipelines(module: Any) -> dict[str, Any]:
+    """The pipelines (``PipelineDefs``) of a loaded code location, by name."""
+    from mlcicd_dagster.pipeline.factory import PipelineDefs
+
+    found = {}
+    for value in vars(module).values():
+        if isinstance(value, PipelineDefs):
+            found[value.spec.dataset] = value
+    return found
+
+
+def _pipeline(name: str) -> Any:
+    found = pipelines(load_code_location())
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise CliError(f"no pipeline named {name!r} in this code location (pipelines: {known})")
+    return found[name]
+
+
+def _cmd_data_revoke(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.data.lake import RevocationError
+    from mlcicd_dagster.pipeline.revocation import revoke
+    from mlcicd_dagster.platform.home import Home
+
+    p = _pipeline(args.name)
+    try:
+        mark = revoke(p.spec, Home.from_env(), args.batch, reason=args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"revoked {mark['partition_key']} of {args.name} (by {mark['by']} at {mark['at']}): "
+        f"{mark['reason']}\nThe next `mlcicd cycle` (or the running daemon) trains without it."
+    )
+    return 0
+
+
+def _cmd_data_restore(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.data.lake import RevocationError
+    from mlcicd_dagster.pipeline.revocation import restore
+    from mlcicd_dagster.platform.home import Home
+
+    p = _pipeline(args.name)
+    try:
+        event = restore(p.spec, Home.from_env(), args.batch, reason=args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"restored {event['partition_key']} of {args.name} (by {event['by']} at {event['at']})"
+        "\nThe next `mlcicd cycle` (or the running daemon) trains on it again."
+    )
     return 0
 
 
