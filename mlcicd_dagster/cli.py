@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("batch", help="partition key or landed file name of the batch")
     restore.add_argument("--reason", default="", help="why (optional)")
     restore.set_defaults(func=_cmd_data_restore)
-    data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
+    data.set_defaults(func=lambda _args: _usage(data))
 
     ui = sub.add_parser("ui", help="dagster dev on the same home")
     ui.add_argument("--port", type=int, default=3000)
@@ -152,6 +152,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         print_status(status)
     return 0
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def pipelines(module: Any) -> dict[str, Any]:

@@ -171,7 +171,12 @@ class Lake:
             raise RevocationError("a revocation needs a reason (--reason TEXT)")
         if not self.validated_path(partition_key).exists():
             raise RevocationError(self._unknown(partition_key))
-        mark = {"by": by, "reason": reason.strip(), "at": _now(), "partition_key": partition_key}
+        mark: dict[str, Any] = {
+            "by": by,
+            "reason": reason.strip(),
+            "at": _now(),
+            "partition_key": partition_key,
+        }
         if evidence:
             mark["evidence"] = evidence
         target = self._revoked_path(partition_key)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from mlcicd_dagster.pipeline.bisect import build_bisect_job
 from mlcicd_dagster.pipeline.data_assets import build_data_assets
 from mlcicd_dagster.pipeline.deploy_assets import build_deploy_assets
 from mlcicd_dagster.pipeline.model_assets import build_model_assets
@@ -73,5 +74,6 @@ def build_pipeline(spec: PipelineSpec) -> PipelineDefs:
             description="Live metrics and drift for one window of served traffic.",
         ),
         build_revocation_job(p),
+        build_bisect_job(p),
     ]
     return p

@@ -21,6 +21,7 @@ def build_sensors(p: PipelineDefs, *, running: bool) -> list[dg.SensorDefinition
     return [
         _landing_sensor(p, status),
         _training_sensor(p, status),
+        _bisect_sensor(p, status),
         _monitoring_sensor(p, status),
         _retrain_sensor(p, status),
         _failure_sensor(p, status),
@@ -62,6 +63,25 @@ def _training_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Sens
         return training_tick(p, mlcicd.home, context)
 
     return training
+
+
+def _bisect_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.sensor(
+        name=f"{spec.dataset}_data_bisect",
+        job_name=p.job_name("data_bisect"),
+        minimum_interval_seconds=LANDING_INTERVAL_S,
+        default_status=status,
+        description="After a candidate fails on the golden set: find the new batch to blame "
+        "(retrains on subsets) and, by the pipeline's policy, revoke it.",
+    )
+    def data_bisect(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.bisect import bisect_tick
+
+        return bisect_tick(p, mlcicd.home, context)
+
+    return data_bisect
 
 
 def _monitoring_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:

@@ -39,6 +39,9 @@ class PipelineSpec:
     trainer_params: dict = field(default_factory=dict)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     monitoring_window_minutes: int = 60
+    #: After a candidate fails on the golden set: find the new batch to blame by
+    #: retraining on subsets, then ``revoke`` it (default), only ``report`` it, or ``off``.
+    data_bisect: str = "revoke"
 
     @property
     def features(self) -> list[str]:
