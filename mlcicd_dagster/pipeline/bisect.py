@@ -21,8 +21,6 @@ a batch already revoked is left as it is) and writes the record. A run killed
 midway leaves the lake as it was; its run key is redone like any orphaned run.
 """
 
-from __future__ import annotations
-
 import time
 from logging import Logger
 from typing import TYPE_CHECKING, Any
@@ -42,18 +40,18 @@ POLICIES = ("revoke", "report", "off")
 RUN_KEY_TAG = "dagster/run_key"
 
 
-def bisect_path(home: Home, spec: PipelineSpec, version: str):
+def bisect_path(home: Home, spec: "PipelineSpec", version: str):
     return records.model_dir(home, spec) / f"bisect-{version}.json"
 
 
-def _policy(spec: PipelineSpec) -> str:
+def _policy(spec: "PipelineSpec") -> str:
     policy = getattr(spec, "data_bisect", "revoke")
     if policy not in POLICIES:
         raise ValueError(f"data_bisect must be one of {', '.join(POLICIES)}, not {policy!r}")
     return policy
 
 
-def bisect_request(home: Home, spec: PipelineSpec) -> tuple[dict[str, Any] | None, str]:
+def bisect_request(home: Home, spec: "PipelineSpec") -> tuple[dict[str, Any] | None, str]:
     """``(plan, why)``: what to bisect, or None and why there is nothing to."""
     from mlcicd_dagster.rollout.state import read_state
 
@@ -93,7 +91,7 @@ def bisect_request(home: Home, spec: PipelineSpec) -> tuple[dict[str, Any] | Non
 
 
 def bisect_tick(
-    p: PipelineDefs, home: Home, context: dg.SensorEvaluationContext
+    p: "PipelineDefs", home: Home, context: dg.SensorEvaluationContext
 ) -> dg.SensorResult | dg.SkipReason:
     plan, why = bisect_request(home, p.spec)
     if plan is None:
@@ -123,7 +121,7 @@ def bisect_tick(
 class GoldenJudge:
     """Judges a model as the non-inferiority gate does, on the golden set only."""
 
-    def __init__(self, spec: PipelineSpec, champion: Any) -> None:
+    def __init__(self, spec: "PipelineSpec", champion: Any) -> None:
         import pandas as pd
 
         from mlcicd_dagster.pipeline.model_gate import _gate_config
@@ -133,7 +131,7 @@ class GoldenJudge:
         self.golden = pd.read_csv(spec.golden_path)
         self.config = _gate_config(spec.gates_path)
 
-    def __call__(self, predictor: Any) -> TrialOutcome:
+    def __call__(self, predictor: Any) -> "TrialOutcome":
         from mlcicd_dagster.models.bisect import TrialOutcome
         from mlcicd_dagster.models.gates import GateInputs, gate_non_inferiority
 
@@ -154,7 +152,7 @@ def _num(v: Any) -> Any:
     return round(float(v), 5) if isinstance(v, int | float) else v
 
 
-def make_trial(spec: PipelineSpec, home: Home, base: list[str], judge: GoldenJudge, log: Logger):
+def make_trial(spec: "PipelineSpec", home: Home, base: list[str], judge: GoldenJudge, log: Logger):
     """``trial(subset)``: train on the training rows of ``base + subset``; judge on golden."""
     from mlcicd_dagster.data.lake import Lake
     from mlcicd_dagster.models.trainers import make_trainer
@@ -162,7 +160,7 @@ def make_trial(spec: PipelineSpec, home: Home, base: list[str], judge: GoldenJud
 
     lake = Lake(home.lake(spec.dataset))
 
-    def trial(subset: list[str]) -> TrialOutcome:
+    def trial(subset: list[str]) -> "TrialOutcome":
         rows = lake.read_validated(base + subset)
         train = rows[~holdout_mask(rows, spec)].reset_index(drop=True)
         trainer = make_trainer(spec.trainer, spec.trainer_params)
@@ -179,7 +177,7 @@ def make_trial(spec: PipelineSpec, home: Home, base: list[str], judge: GoldenJud
     return trial
 
 
-def run_bisect(spec: PipelineSpec, mlcicd: MlcicdResource, log: Logger) -> dict[str, Any]:
+def run_bisect(spec: "PipelineSpec", mlcicd: MlcicdResource, log: Logger) -> dict[str, Any]:
     """Body of the bisect op: judge, bisect, record, and act by the policy."""
     from mlcicd_dagster.models.bisect import BisectResult, bisect_batches
     from mlcicd_dagster.models.loading import load_predictor
@@ -238,7 +236,7 @@ def run_bisect(spec: PipelineSpec, mlcicd: MlcicdResource, log: Logger) -> dict[
 
 
 def _revoke(
-    spec: PipelineSpec, home: Home, plan: dict[str, Any], result: BisectResult
+    spec: "PipelineSpec", home: Home, plan: dict[str, Any], result: "BisectResult"
 ) -> list[str]:
     from mlcicd_dagster.data.lake import RevocationError
     from mlcicd_dagster.pipeline.revocation import revoke
@@ -270,7 +268,7 @@ def _revoke(
     return done
 
 
-def build_bisect_job(p: PipelineDefs) -> dg.JobDefinition:
+def build_bisect_job(p: "PipelineDefs") -> dg.JobDefinition:
     spec = p.spec
 
     @dg.op(

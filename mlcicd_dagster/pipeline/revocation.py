@@ -6,8 +6,6 @@ bisect's policy. The lake keeps the batch, marked with who, why and when; the
 training sensor sees the new set of batches and asks for a model without it.
 """
 
-from __future__ import annotations
-
 import getpass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +27,7 @@ def current_user() -> str:
         return "unknown"
 
 
-def resolve_batch(spec: PipelineSpec, home: Home, batch: str) -> str:
+def resolve_batch(spec: "PipelineSpec", home: Home, batch: str) -> str:
     """The partition key of ``batch``, given as a partition key or a landed file name."""
     from mlcicd_dagster.data.lake import Lake, RevocationError
     from mlcicd_dagster.data.landing import partition_key_for
@@ -57,7 +55,7 @@ def resolve_batch(spec: PipelineSpec, home: Home, batch: str) -> str:
 
 
 def revoke(
-    spec: PipelineSpec,
+    spec: "PipelineSpec",
     home: Home,
     batch: str,
     *,
@@ -82,7 +80,7 @@ def revoke(
 
 
 def restore(
-    spec: PipelineSpec, home: Home, batch: str, *, by: str | None = None, reason: str = ""
+    spec: "PipelineSpec", home: Home, batch: str, *, by: str | None = None, reason: str = ""
 ) -> dict[str, Any]:
     from mlcicd_dagster.data.lake import Lake
     from mlcicd_dagster.platform.alerts import send_alert
@@ -98,7 +96,7 @@ def restore(
     return event
 
 
-def revoked_batches(spec: PipelineSpec, home: Home) -> list[dict[str, Any]]:
+def revoked_batches(spec: "PipelineSpec", home: Home) -> list[dict[str, Any]]:
     """For ``mlcicd status``: each revoked batch with who, why and when."""
     from mlcicd_dagster.data.lake import Lake
 
@@ -117,7 +115,7 @@ class RevocationConfig(dg.Config):
     by: str = Field(default="", description="who (default: this run)")
 
 
-def build_revocation_job(p: PipelineDefs) -> dg.JobDefinition:
+def build_revocation_job(p: "PipelineDefs") -> dg.JobDefinition:
     spec = p.spec
 
     @dg.op(
