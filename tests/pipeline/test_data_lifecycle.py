@@ -227,8 +227,14 @@ def test_a_copied_home_reingests_nothing_and_registers_into_its_own_folder(world
         client(copy.tracking_uri).search_model_versions("name='credit_default'"),
         key=lambda v: int(v.version),
     )
-    own = copy.mlflow_artifacts.resolve().as_uri()
-    assert str(newest.storage_location).startswith(own), newest.storage_location
+    where = client(copy.tracking_uri).get_model_version_download_uri(
+        "credit_default", newest.version
+    )
+    assert where.startswith(copy.mlflow_artifacts.resolve().as_uri()), where
+    assert any(copy.mlflow_artifacts.rglob("MLmodel"))
+    # the copy's older versions load from the copy's own files too
+    older = client(copy.tracking_uri).get_model_version_download_uri("credit_default", "1")
+    assert older.startswith(copy.mlflow_artifacts.resolve().as_uri()), older
     # the original home got nothing: same files, same versions
     assert sorted(p for p in home.mlflow_artifacts.rglob("*")) == original_files
     versions = client(home.tracking_uri).search_model_versions("name='credit_default'")
