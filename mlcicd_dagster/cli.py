@@ -2,7 +2,9 @@
 
 Every subcommand imports what it needs when it runs, so ``mlcicd --help`` is instant.
 The code location (``definitions.py``) is imported from the current directory,
-as ``dagster -m definitions`` would.
+as ``dagster -m definitions`` would. Every command takes ``--pipeline NAME``; without
+it, ``status`` and ``cycle`` act on every pipeline of the code location, the others on
+the only one (several need the flag).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from mlcicd_dagster.errors import MlcicdError
 
 CODE_LOCATION_MODULE = "definitions"
 
@@ -27,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
+    except MlcicdError as exc:
         print(f"mlcicd: error: {exc}", file=sys.stderr)
         return 2
 
 
-class CliError(RuntimeError):
+class CliError(MlcicdError, RuntimeError):
     """A user-facing error: printed without a traceback."""
 
 
@@ -41,25 +45,39 @@ def _parser() -> argparse.ArgumentParser:
         prog="mlcicd", description="Continuous integration and delivery for ML, on Dagster."
     )
     sub = p.add_subparsers(title="commands")
+    pick = argparse.ArgumentParser(add_help=False)
+    pick.add_argument(
+        "--pipeline",
+        metavar="NAME",
+        default=None,
+        help="the pipeline to act on (default: every one for status/cycle, else the only one)",
+    )
 
-    demo = sub.add_parser("demo", help="the whole CI/CD story on the embedded defaults")
+    demo = sub.add_parser(
+        "demo", parents=[pick], help="the whole CI/CD story on the embedded defaults"
+    )
     demo.set_defaults(func=_cmd_demo)
 
-    serve = sub.add_parser("serve", help="the model server")
+    serve = sub.add_parser("serve", parents=[pick], help="the model server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--model", default=None, help="registered model name (default: first)")
     serve.set_defaults(func=_cmd_serve)
 
-    status = sub.add_parser("status", help="what is deployed, gates, quarantine, monitoring")
+    status = sub.add_parser(
+        "status", parents=[pick], help="what is deployed, gates, quarantine, monitoring"
+    )
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
-    cycle = sub.add_parser("cycle", help="evaluate the sensors once and run what they request")
+    cycle = sub.add_parser(
+        "cycle", parents=[pick], help="evaluate the sensors once and run what they request"
+    )
     cycle.add_argument("--json", action="store_true")
     cycle.set_defaults(func=_cmd_cycle)
 
-    ci = sub.add_parser("ci", help="judge pipeline/model code changes against the champion")
+    ci = sub.add_parser(
+        "ci", parents=[pick], help="judge pipeline/model code changes against the champion"
+    )
     ci.add_argument("--report", default="mlcicd-ci-report.md", help="Markdown report path")
     ci.add_argument("--sample-rows", type=int, default=6000)
     ci.set_defaults(func=_cmd_ci)
@@ -78,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.set_defaults(func=_cmd_data_restore)
     data.set_defaults(func=lambda _args: _usage(data))
 
-    ui = sub.add_parser("ui", help="dagster dev on the same home")
+    ui = sub.add_parser("ui", parents=[pick], help="dagster dev on the same home")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
     return p
@@ -117,13 +135,23 @@ def dagster_instance():
 # -- commands -----------------------------------------------------------------
 
 
+def _location(module: Any) -> Any:
+    """The :class:`Location` of the loaded code location (``definitions.location``)."""
+    location = getattr(module, "location", None)
+    if location is None:
+        raise CliError(
+            "definitions.py defines no `location`: build it with "
+            "mlcicd_dagster.load_location(Path(__file__).parent / 'assets')"
+        )
+    return location
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mlcicd_dagster.platform.home import Home
     from mlcicd_dagster.serving import serve
 
-    module = load_code_location()
-    model = args.model or module.credit_default.spec.model_name
-    serve(Home.from_env(), model, host=args.host, port=args.port)
+    p = _location(load_code_location()).pipeline(args.pipeline)
+    serve(Home.from_env(), p.spec.model_name, host=args.host, port=args.port)
     return 0
 
 
@@ -131,26 +159,54 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.cycle import run_cycle
 
     module = load_code_location()
+    location = _location(module)
     instance = dagster_instance()
-    report = run_cycle(module.defs, instance)
+    reports = {}
+    for p in location.select(args.pipeline):
+        names = [s.name for s in p.sensors]
+        reports[p.spec.dataset] = run_cycle(module.defs, instance, sensor_names=names)
+    ok = all(r.ok for r in reports.values())
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        per = {name: r.to_dict() for name, r in reports.items()}
+        out = {
+            "ok": ok,
+            "runs": [{**run, "pipeline": n} for n, d in per.items() for run in d["runs"]],
+            "skipped": {k: v for d in per.values() for k, v in d["skipped"].items()},
+            "pipelines": per,
+        }
+        print(json.dumps(out, indent=2, default=str))
     else:
         from mlcicd_dagster.pipeline.summary import print_cycle
 
-        print_cycle(report)
-    return 0 if report.ok else 1
+        for name, report in reports.items():
+            if len(reports) > 1:
+                print(f"== {name}")
+            print_cycle(report)
+    return 0 if ok else 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.status import collect_status, print_status
 
-    module = load_code_location()
-    status = collect_status(module.credit_default, dagster_instance())
+    location = _location(load_code_location())
+    instance = dagster_instance()
+    statuses = {p.spec.dataset: collect_status(p, instance) for p in location.select(args.pipeline)}
     if args.json:
-        print(json.dumps(status, indent=2, default=str))
+        if args.pipeline is not None:
+            out = statuses[args.pipeline]
+        else:
+            first = next(iter(statuses.values()), {})
+            out = {
+                "pipelines": statuses,
+                "mlflow_tracking_uri": first.get("mlflow_tracking_uri"),
+                "home": first.get("home"),
+            }
+        print(json.dumps(out, indent=2, default=str))
     else:
-        print_status(status)
+        for i, (name, status) in enumerate(statuses.items()):
+            if len(statuses) > 1:
+                print(("\n" if i else "") + f"== {name}")
+            print_status(status)
     return 0
 
 
@@ -159,23 +215,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def pipelines(module: Any) -> dict[str, Any]:
-    """The pipelines (``PipelineDefs``) of a loaded code location, by name."""
-    from mlcicd_dagster.pipeline.factory import PipelineDefs
-
-    found = {}
-    for value in vars(module).values():
-        if isinstance(value, PipelineDefs):
-            found[value.spec.dataset] = value
-    return found
-
-
 def _pipeline(name: str) -> Any:
-    found = pipelines(load_code_location())
-    if name not in found:
-        known = ", ".join(sorted(found)) or "none"
-        raise CliError(f"no pipeline named {name!r} in this code location (pipelines: {known})")
-    return found[name]
+    return _location(load_code_location()).pipeline(name)
 
 
 def _cmd_data_revoke(args: argparse.Namespace) -> int:
@@ -220,32 +261,60 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     os.environ.setdefault(WINDOW_ENV, str(MONITOR_WINDOW_MINUTES))
     module = load_code_location()
-    from assets.credit_default.story import run_demo
+    name = args.pipeline or "credit_default"
+    location = _location(module)
+    location.pipeline(name)  # a clear error for an unknown name
+    import importlib
 
-    return int(run_demo(module) or 0)
+    try:
+        story = importlib.import_module(f"{location.package}.{name}.story")
+    except ModuleNotFoundError:
+        raise CliError(f"pipeline {name!r} ships no demo story ({name}/story.py)") from None
+    return int(story.run_demo(module) or 0)
 
 
 def _cmd_ci(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.ci import run_ci
 
-    module = load_code_location()
+    p = _location(load_code_location()).pipeline(args.pipeline)
     report = Path(args.report)
-    return run_ci(module.credit_default, report_path=report, sample_rows=args.sample_rows)
+    return run_ci(p, report_path=report, sample_rows=args.sample_rows)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    """``dg dev`` on the same home (``dagster dev -m definitions`` where dg has no project)."""
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
     from mlcicd_dagster.platform.home import Home
 
     home = Home.from_env()
     env = {**os.environ, "DAGSTER_HOME": str(ensure_dagster_home(home))}
     env["MLCICD_HOME"] = str(home.root)
-    dagster = Path(sys.executable).with_name("dagster")
-    cmd = [str(dagster), "dev", "-m", CODE_LOCATION_MODULE, "-p", str(args.port)]
+    bindir = Path(sys.executable).parent
+    if _is_dg_project(Path.cwd()) and (bindir / "dg").exists():
+        cmd = [str(bindir / "dg"), "dev", "-p", str(args.port)]
+    else:
+        cmd = [str(bindir / "dagster"), "dev", "-m", CODE_LOCATION_MODULE, "-p", str(args.port)]
     print(f"Dagster UI on http://127.0.0.1:{args.port} (home {home.root})")
+    if args.pipeline:
+        print(f"  assets of {args.pipeline}: http://127.0.0.1:{args.port}/asset-groups")
     print(f"MLflow UI: mlflow ui --backend-store-uri {home.tracking_uri}")
     os.execve(cmd[0], cmd, env)
     return 0  # pragma: no cover
+
+
+def _is_dg_project(root: Path) -> bool:
+    """A ``pyproject.toml`` (or ``dg.toml``) here that configures a dg project."""
+    import tomllib
+
+    for name, keys in (("dg.toml", ("project",)), ("pyproject.toml", ("tool", "dg", "project"))):
+        path = root / name
+        if path.is_file():
+            node: Any = tomllib.loads(path.read_text())
+            for key in keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node:
+                return True
+    return False
 
 
 if __name__ == "__main__":

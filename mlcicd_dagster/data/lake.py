@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlcicd_dagster.errors import MlcicdError
 from mlcicd_dagster.platform.atomic import atomic_write_json, atomic_write_with
 
 VALIDATED = "validated"
@@ -49,7 +50,7 @@ TRAINING_SET = "training_set"
 _KEEP_OLD_VERSIONS = 1
 
 
-class LakeError(RuntimeError):
+class LakeError(MlcicdError, RuntimeError):
     pass
 
 

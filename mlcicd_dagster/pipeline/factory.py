@@ -23,6 +23,7 @@ class PipelineDefs:
     assets: list = field(default_factory=list)
     asset_checks: list = field(default_factory=list)
     jobs: list = field(default_factory=list)
+    sensors: list = field(default_factory=list)
 
     def job_name(self, purpose: str) -> str:
         """``ingest`` (landed file -> deployment), ``retrain``, ``deploy``, ``monitor``."""

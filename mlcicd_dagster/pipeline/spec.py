@@ -21,8 +21,17 @@ class RolloutSpec:
     poll_interval_s: float = 2.0
 
 
+TASKS = ("binary", "multiclass", "regression")
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
+    """The resolved, typed config of one pipeline (absolute paths, defaults applied).
+
+    Users do not write this: ``mlcicd_dagster.MLPipeline`` (``assets/<name>/defs.yaml``)
+    validates the YAML and builds it; every library step takes it.
+    """
+
     dataset: str  # asset key prefix and landing/lake folder name
     model_name: str  # registered MLflow model name
     label: str
@@ -31,7 +40,7 @@ class PipelineSpec:
     categorical_features: tuple[str, ...]
     suite_path: Path  # Great Expectations suite (YAML) with severities
     gates_path: Path  # model gate thresholds, margins, slices
-    behavioral_path: Path  # behavioral test cases
+    behavioral_path: Path | None  # behavioral test cases (None: the gate has none)
     golden_path: Path  # trusted labelled rows, never taken from landed data
     sample_path: Path | None = None  # rows `mlcicd ci` runs the pipeline on (a PR check)
     holdout_fraction: float = 0.2
@@ -39,6 +48,15 @@ class PipelineSpec:
     trainer_params: dict = field(default_factory=dict)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     monitoring_window_minutes: int = 60
+    # First monitoring window the partitions list ("%Y-%m-%d-%H:%M", UTC); None: the start
+    # of the UTC day ``monitoring_history_days`` ago (older windows are not listed).
+    monitoring_start: str | None = None
+    monitoring_history_days: int = 7
+    task: str = "binary"  # binary | multiclass | regression
+    model_factory: str | None = None  # "package.module:function" (None: the task's default)
+    trusted_types: tuple[str, ...] = ()  # skops types this pipeline's models may load
+    owners: tuple[str, ...] = ()  # Dagster asset owners (emails or "team:name")
+    description: str | None = None
     #: After a candidate fails on the golden set: find the new batch to blame by
     #: retraining on subsets, then ``revoke`` it (default), only ``report`` it, or ``off``.
     data_bisect: str = "revoke"

@@ -69,9 +69,7 @@ def test_two_processes_revoking_at_once_one_wins(tmp_path):
     lake = _lake(tmp_path)
     ctx = mp.get_context("fork")
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [
-        ctx.Process(target=_revoke_in_child, args=(lake.root, barrier, out)) for _ in range(2)
-    ]
+    procs = [ctx.Process(target=_revoke_in_child, args=(lake.root, barrier, out)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:

@@ -109,7 +109,7 @@ def test_bisect_names_the_poisoned_batch_revokes_it_and_the_next_model_trains_wi
     from mlcicd_dagster.pipeline import records
     from mlcicd_dagster.pipeline.bisect import bisect_path
 
-    home, spec = world["home"], world["module"].credit_default.spec
+    home, spec = world["home"], world["module"].location.pipeline("credit_default").spec
     jobs = _jobs(world["burst"])
     assert ("credit_default_data_bisect", "success") in jobs, jobs
     record = json.loads(bisect_path(home, spec, "2").read_text())
@@ -141,7 +141,7 @@ def _cli(*args: str) -> int:
 def test_cli_revoke_and_restore_with_clear_errors(world, capsys):
     from mlcicd_dagster.pipeline.status import collect_status
 
-    p = world["module"].credit_default
+    p = world["module"].location.pipeline("credit_default")
     assert _cli("data", "revoke", "nope", "b.csv", "--reason", "x") == 2
     assert "no pipeline named 'nope'" in capsys.readouterr().err
     assert _cli("data", "revoke", "credit_default", "zzz.csv", "--reason", "x") == 2
@@ -183,12 +183,12 @@ def test_dagster_job_revokes_and_the_training_sensor_asks_for_a_model_without_it
     mark = Lake(home.lake("credit_default")).revoked()["c.csv"]
     assert mark["by"] == "ops team" and mark["reason"] == "duplicate export"
     ctx = dg.build_sensor_context(instance=instance)
-    result = training_tick(module.credit_default, home, ctx)
+    result = training_tick(module.location.pipeline("credit_default"), home, ctx)
     (request,) = result.run_requests
     assert request.tags["mlcicd/trigger"] == "revocation"
     assert request.tags["mlcicd/dropped_batches"] == "c.csv"
     assert launch(action="restore", batch="c.csv").success
-    again = training_tick(module.credit_default, home, ctx)
+    again = training_tick(module.location.pipeline("credit_default"), home, ctx)
     assert isinstance(again, dg.SkipReason) or again.run_requests  # a restore may retrain
     assert "c.csv" not in Lake(home.lake("credit_default")).revoked()
 
