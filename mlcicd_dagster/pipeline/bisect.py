@@ -273,6 +273,7 @@ def build_bisect_job(p: "PipelineDefs") -> dg.JobDefinition:
 
     @dg.op(
         name=f"{spec.dataset}__data_bisect",
+        tags=spec.op_tags("model"),  # it trains: the model step's compute profile
         description="Retrain on subsets of the batches landed since the champion to find "
         "the one(s) that made the candidate fail on the golden set; revoke by policy.",
     )
