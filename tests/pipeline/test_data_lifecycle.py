@@ -145,7 +145,7 @@ def test_cli_revoke_and_restore_with_clear_errors(world, capsys):
 
     p = world["module"].location.pipeline("credit_default")
     assert _cli("data", "revoke", "nope", "b.csv", "--reason", "x") == 2
-    assert "no pipeline named 'nope'" in capsys.readouterr().err
+    assert "no pipeline 'nope'" in capsys.readouterr().err
     assert _cli("data", "revoke", "credit_default", "zzz.csv", "--reason", "x") == 2
     err = capsys.readouterr().err
     assert "no validated batch 'zzz.csv'" in err and "a.csv" in err
