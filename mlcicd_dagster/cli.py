@@ -1,4 +1,4 @@
-"""``mlcicd``: the command line (demo, serve, status, cycle, data, ci, ui).
+"""``mlcicd``: the command line (demo, init, serve, status, cycle, data, ci, ui).
 
 Every subcommand imports what it needs when it runs, so ``mlcicd --help`` is instant.
 The code location (``definitions.py``) is imported from the current directory,
@@ -96,6 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     restore.set_defaults(func=_cmd_data_restore)
     data.set_defaults(func=lambda _args: _usage(data))
 
+    init = sub.add_parser(
+        "init", help="profile a data file and write assets/<name>/ (suite, gates, golden set)"
+    )
+    init.add_argument("name", help="pipeline name (asset prefix, landing folder, model name)")
+    init.add_argument("--data", required=True, help="CSV, CSV.gz or Parquet file to profile")
+    init.add_argument("--label", required=True, help="the label column")
+    init.add_argument("--task", choices=("binary", "multiclass", "regression"), default=None)
+    init.add_argument("--id", dest="id_column", default=None, help="row id column")
+    init.add_argument("--force", action="store_true", help="replace an existing assets/<name>/")
+    init.set_defaults(func=_cmd_init)
+
     ui = sub.add_parser("ui", parents=[pick], help="dagster dev on the same home")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
@@ -156,15 +167,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_cycle(args: argparse.Namespace) -> int:
-    from mlcicd_dagster.pipeline.cycle import run_cycle
+    from mlcicd_dagster.pipeline.cycle import CycleInterrupted, run_cycle, stop_on_signals
 
     module = load_code_location()
     location = _location(module)
     instance = dagster_instance()
     reports = {}
-    for p in location.select(args.pipeline):
-        names = [s.name for s in p.sensors]
-        reports[p.spec.dataset] = run_cycle(module.defs, instance, sensor_names=names)
+    with stop_on_signals():
+        try:
+            for p in location.select(args.pipeline):
+                names = [s.name for s in p.sensors]
+                reports[p.spec.dataset] = run_cycle(module.defs, instance, sensor_names=names)
+        except CycleInterrupted as exc:
+            print(
+                f"mlcicd: cycle stopped by {exc.signal_name}: the run in progress (if any) "
+                "was failed and is redone by the next cycle; a rollout in flight is left "
+                "consistent for the next tick",
+                file=sys.stderr,
+            )
+            return exc.exit_code
     ok = all(r.ok for r in reports.values())
     if args.json:
         per = {name: r.to_dict() for name, r in reports.items()}
@@ -186,11 +207,18 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from mlcicd_dagster.pipeline.status import collect_status, print_status
+    from mlcicd_dagster.pipeline.status import BackendDown, bounded, collect_status, print_status
 
     location = _location(load_code_location())
-    instance = dagster_instance()
-    statuses = {p.spec.dataset: collect_status(p, instance) for p in location.select(args.pipeline)}
+    backends: dict[str, str] = {}
+    try:
+        instance = bounded("dagster", dagster_instance)
+    except BackendDown as exc:
+        backends["dagster"], instance = exc.why, None
+    statuses = {
+        p.spec.dataset: collect_status(p, instance, dict(backends))
+        for p in location.select(args.pipeline)
+    }
     if args.json:
         if args.pipeline is not None:
             out = statuses[args.pipeline]
@@ -281,6 +309,29 @@ def _cmd_ci(args: argparse.Namespace) -> int:
     return run_ci(p, report_path=report, sample_rows=args.sample_rows)
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.init.scaffold import init_pipeline
+
+    result = init_pipeline(  # an InitError (MlcicdError) is printed without a traceback
+        args.name,
+        Path(args.data),
+        label=args.label,
+        task=args.task,
+        id_column=args.id_column,
+        force=args.force,
+    )
+    for line in result.report():
+        print(line)
+    print(f"wrote {result.folder} in {result.seconds:.1f} s: " + ", ".join(result.files))
+    if result.wrote_definitions:
+        print("wrote definitions.py (the code location: every pipeline under assets/)")
+    print(
+        f"next: land batches in $MLCICD_HOME/landing/{args.name}/ (e.g. rows of "
+        f"assets/{args.name}/data/sample.csv.gz), then `mlcicd cycle`"
+    )
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     """``dg dev`` on the same home (``dagster dev -m definitions`` where dg has no project)."""
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
@@ -298,8 +349,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if args.pipeline:
         print(f"  assets of {args.pipeline}: http://127.0.0.1:{args.port}/asset-groups")
     print(f"MLflow UI: mlflow ui --backend-store-uri {home.tracking_uri}")
-    os.execve(cmd[0], cmd, env)
-    return 0  # pragma: no cover
+    from mlcicd_dagster.platform.supervise import supervise
+
+    # SIGTERM/SIGINT stop every child (dagster dev stops its webserver and daemon).
+    return supervise({"dagster": cmd}, env)
 
 
 def _is_dg_project(root: Path) -> bool:

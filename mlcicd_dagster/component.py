@@ -58,7 +58,12 @@ class Training(dg.Resolvable, dg.Model):
         "estimator/Pipeline (trainer: sklearn) or a torch.nn.Module (trainer: torch)",
     )
     params: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments for the trainer or factory"
+        default_factory=dict,
+        description="keyword arguments for the built-in trainer (torch: also for training "
+        "your module: epochs, lr, batch_size)",
+    )
+    model_params: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for your factory"
     )
     trusted_types: list[str] = Field(
         default_factory=list,
@@ -108,6 +113,7 @@ TEMPLATE = """\
 type: mlcicd_dagster.MLPipeline
 attributes:
   task: binary                      # binary | multiclass | regression
+  # classes: [0, 1]                 # label values in output order (multiclass: required)
   label: label                      # the label column
   # id_column: id                   # optional row ID (ints or strings)
   features:
@@ -177,6 +183,11 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         "(default: the folder's name)",
     )
     task: Task = Field(..., description="binary | multiclass | regression")
+    classes: list[str | int] | None = Field(
+        None,
+        description="the label's values in output order; multiclass: required, binary: "
+        "default [0, 1] (the second is the positive class), regression: none",
+    )
     label: str = Field(..., description="the label column")
     id_column: str | None = Field(None, description="row ID column (ints or strings)")
     features: Features
@@ -245,10 +256,25 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             missing = [f for f in features if f not in columns]
             if missing:
                 raise fail("features", f"not columns of {where}: {', '.join(missing)}")
+        from mlcicd_dagster.models.tasks import TaskError, make_task
+
+        try:
+            task = make_task(self.task, self.classes)
+        except TaskError as exc:
+            field = "task" if str(exc).startswith("task:") else "classes"
+            raise fail(field, str(exc).split(": ", 1)[-1]) from None
+        if columns is not None and self.label in columns:
+            labels = _column_values(golden, self.label)
+            if labels is not None:
+                check = task.check_labels(labels)
+                if check.bad.any():
+                    raise fail("label", f"golden set ({self.golden}): {check.reason}")
         if self.training.factory is not None:
             problem = _factory_problem(self.training.factory)
             if problem:
                 raise fail("training.factory", problem)
+        elif self.training.model_params:
+            raise fail("training.model_params", "only for your own factory (training.factory)")
         holdout = self.training.holdout_fraction
         if not 0 < holdout < 1:
             raise fail("training.holdout_fraction", f"{holdout} must be in (0, 1)")
@@ -301,7 +327,9 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             monitoring_start=start,
             monitoring_history_days=self.monitoring.history_days,
             task=self.task,
+            classes=tuple(self.classes or ()),
             model_factory=self.training.factory,
+            model_params=dict(self.training.model_params),
             trusted_types=tuple(self.training.trusted_types),
             owners=tuple(self.owners),
             description=self.description,
@@ -354,6 +382,18 @@ def _columns(path: Path) -> list[str] | None:
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
+    return None
+
+
+def _column_values(path: Path, column: str) -> Any:
+    """One column of the golden set (CSV or Parquet), or None for another format."""
+    import pandas as pd
+
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(path, usecols=[column])[column]
+    if name.endswith(".parquet"):
+        return pd.read_parquet(path, columns=[column])[column]
     return None
 
 

@@ -30,7 +30,14 @@ from mlcicd_dagster.models.stats import PROB_CLIP, row_log_loss
 # Probabilities are clipped by the one constant of models.stats before the log.
 LOG_LOSS_EPS = PROB_CLIP
 # Which direction is "better" for each metric the monitor computes.
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "log_loss": False}
+HIGHER_IS_BETTER = {
+    "auc": True,
+    "accuracy": True,
+    "log_loss": False,
+    "mae": False,
+    "rmse": False,
+    "macro_f1": True,
+}
 
 
 def _z(alpha_one_sided: float) -> float:
@@ -158,6 +165,79 @@ def classification_metrics(
     if auc is not None:
         out["auc"] = auc
     return out
+
+
+def mean_with_interval(name: str, values: np.ndarray, *, level: float) -> MetricEstimate:
+    """Mean of per-row values with a CLT (normal) interval from their sample deviation."""
+    n = int(values.size)
+    value = float(values.mean()) if n else float("nan")
+    se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    z = _z((1 - level) / 2)
+    lo, hi = (value - z * se, value + z * se) if n > 1 else (float("nan"),) * 2
+    return MetricEstimate(name, value, lo, hi, se, n, level, "normal")
+
+
+def task_metrics(task: Any, y: np.ndarray, out: np.ndarray, *, level: float = 0.95) -> dict:
+    """Live metrics of any task (``models.tasks``) on encoded labels, each with an interval.
+
+    binary: as :func:`classification_metrics`. multiclass: ``log_loss`` (CLT on the
+    clipped per-row loss) and ``accuracy`` (Wilson on the predicted class). regression:
+    ``mae`` (CLT on |error|) and ``rmse`` (delta method on the mean squared error:
+    se(sqrt(m)) = se(m) / (2 sqrt(m))).
+    """
+    if task.name == "binary":
+        return classification_metrics(y, out, level=level)
+    y = np.asarray(y)
+    if y.size == 0:
+        return {}
+    z = _z((1 - level) / 2)
+    if task.name == "multiclass":
+        n = int(y.size)
+        correct = int(np.count_nonzero(task.point(out) == y))
+        lo, hi = wilson_interval(correct, n, z)
+        acc = correct / n
+        se = math.sqrt(acc * (1 - acc) / n)
+        ll = mean_with_interval("log_loss", task.row_loss(y, out), level=level)
+        return {
+            "log_loss": MetricEstimate(
+                "log_loss", ll.value, max(0.0, ll.lo), ll.hi, ll.se, n, level, "normal"
+            ),
+            "accuracy": MetricEstimate("accuracy", acc, lo, hi, se, n, level, "wilson"),
+        }
+    err = np.asarray(out, np.float64) - np.asarray(y, np.float64)
+    mae = mean_with_interval("mae", np.abs(err), level=level)
+    mse = mean_with_interval("mse", err**2, level=level)
+    rmse = math.sqrt(mse.value)
+    se = mse.se / (2 * rmse) if rmse > 0 and mse.se == mse.se else float("nan")
+    return {
+        "mae": MetricEstimate("mae", mae.value, max(0.0, mae.lo), mae.hi, mae.se, mae.n, level,
+                              "normal"),
+        "rmse": MetricEstimate("rmse", rmse, max(0.0, rmse - z * se), rmse + z * se, se, mse.n,
+                               level, "delta"),
+    }  # fmt: skip
+
+
+def prediction_drift(
+    task: Any, reference: np.ndarray, live: np.ndarray, bins: int = 10
+) -> dict[str, float]:
+    """How the model's outputs moved between a reference window and a live one.
+
+    binary and regression: the PSI (``models.stats.psi``) of the one number per row over
+    ``bins`` quantile bins of the reference; multiclass: the PSI of the predicted-class
+    shares (each class a bin) and the largest change of a class's share.
+    """
+    from mlcicd_dagster.models.stats import psi
+
+    if task.name == "multiclass":
+        k = len(task.classes)
+        ref = np.bincount(task.point(reference), minlength=k) / max(len(reference), 1)
+        cur = np.bincount(task.point(live), minlength=k) / max(len(live), 1)
+        return {"psi": psi(ref, cur), "max_class_share_change": float(np.max(np.abs(cur - ref)))}
+    reference, live = np.asarray(reference, float), np.asarray(live, float)
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    ref_n = np.bincount(np.searchsorted(edges, reference), minlength=len(edges) + 1)
+    cur_n = np.bincount(np.searchsorted(edges, live), minlength=len(edges) + 1)
+    return {"psi": psi(ref_n / max(len(reference), 1), cur_n / max(len(live), 1))}
 
 
 # -- degradation -------------------------------------------------------------

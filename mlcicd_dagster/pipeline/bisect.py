@@ -133,19 +133,26 @@ class GoldenJudge:
 
     def __call__(self, predictor: Any) -> "TrialOutcome":
         from mlcicd_dagster.models.bisect import TrialOutcome
-        from mlcicd_dagster.models.gates import GateInputs, gate_non_inferiority
+        from mlcicd_dagster.models.gates import run_all_gates
 
-        inp = GateInputs(
-            predictor, self.champion, holdout=self.golden, golden=self.golden, config=self.config
+        (gate,) = run_all_gates(
+            predictor,
+            self.champion,
+            holdout=self.golden,
+            golden=self.golden,
+            config=self.config,
+            only=["non_inferiority"],
         )
-        gate = gate_non_inferiority(inp)
         rows = [r for r in gate.rows if r.get("set") == "golden"]
         evidence = {
-            f"golden_{r['metric'].replace('-', '_').replace(' ', '_')}_{k}": _num(r.get(k))
+            f"golden_{str(r.get('metric', 'value')).replace('-', '_').replace(' ', '_')}_{k}": (
+                _num(r.get(k))
+            )
             for r in rows
             for k in ("candidate", "champion", "bound")
         }
-        return TrialOutcome(passed=all(bool(r["passed"]) for r in rows), evidence=evidence)
+        passed = all(bool(r.get("passed")) for r in rows) if rows else gate.passed
+        return TrialOutcome(passed=passed, evidence=evidence)
 
 
 def _num(v: Any) -> Any:
@@ -155,7 +162,6 @@ def _num(v: Any) -> Any:
 def make_trial(spec: "PipelineSpec", home: Home, base: list[str], judge: GoldenJudge, log: Logger):
     """``trial(subset)``: train on the training rows of ``base + subset``; judge on golden."""
     from mlcicd_dagster.data.lake import Lake
-    from mlcicd_dagster.models.trainers import make_trainer
     from mlcicd_dagster.pipeline.model_gate import holdout_mask
 
     lake = Lake(home.lake(spec.dataset))
@@ -163,9 +169,8 @@ def make_trial(spec: "PipelineSpec", home: Home, base: list[str], judge: GoldenJ
     def trial(subset: list[str]) -> "TrialOutcome":
         rows = lake.read_validated(base + subset)
         train = rows[~holdout_mask(rows, spec)].reset_index(drop=True)
-        trainer = make_trainer(spec.trainer, spec.trainer_params)
         started = time.perf_counter()
-        trained = trainer.fit(train[spec.features], train[spec.label].to_numpy(), seed=0)
+        trained = spec.make_trainer().fit(train[spec.features], train[spec.label], seed=0)
         outcome = judge(trained.predictor)
         verdict = "passes" if outcome.passed else "FAILS"
         log.info(

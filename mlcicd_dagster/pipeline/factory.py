@@ -31,6 +31,9 @@ class PipelineDefs:
 
 
 def build_pipeline(spec: PipelineSpec) -> PipelineDefs:
+    from mlcicd_dagster.models.trust import declare_trusted_types
+
+    declare_trusted_types(spec.model_name, spec.trusted_types)
     partitions = dg.DynamicPartitionsDefinition(name=spec.partitions_name)
     data_assets, data_checks = build_data_assets(spec, partitions)
     model_assets, model_checks = build_model_assets(spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,83 @@ class PipelineSpec:
     trusted_types: tuple[str, ...] = ()  # skops types this pipeline's models may load
     owners: tuple[str, ...] = ()  # Dagster asset owners (emails or "team:name")
     description: str | None = None
+    classes: tuple[Any, ...] = ()
+    """Label values in output order: binary defaults to (0, 1); multiclass requires them."""
+    model_params: dict = field(default_factory=dict)
+    """Keyword arguments for ``model_factory`` (``trainer_params`` go to the trainer)."""
+
     #: After a candidate fails on the golden set: find the new batch to blame by
     #: retraining on subsets, then ``revoke`` it (default), only ``report`` it, or ``off``.
     data_bisect: str = "revoke"
+
+    def __post_init__(self) -> None:
+        """Refuse an invalid pipeline when the code location loads, naming the field."""
+        from mlcicd_dagster.models.tasks import TaskError, make_task
+
+        try:
+            make_task(self.task, self.classes or None)
+        except TaskError as exc:
+            raise ValueError(f"pipeline {self.dataset!r}: {exc}") from None
+        if self.trainer not in ("sklearn", "torch"):
+            raise ValueError(
+                f"pipeline {self.dataset!r}: trainer: unknown trainer {self.trainer!r}; "
+                "choose sklearn or torch"
+            )
+        if not self.label:
+            raise ValueError(f"pipeline {self.dataset!r}: label: required")
+        if self.label in self.features:
+            raise ValueError(f"pipeline {self.dataset!r}: label: {self.label!r} is also a feature")
+        bad = [t for t in self.trusted_types if not isinstance(t, str) or "." not in t]
+        if bad:
+            raise ValueError(
+                f"pipeline {self.dataset!r}: trusted_types: expected dotted type names, got {bad}"
+            )
+
+    @property
+    def task_type(self) -> Any:
+        """The ``models.tasks.Task`` of this pipeline."""
+        from mlcicd_dagster.models.tasks import make_task
+
+        return make_task(self.task, self.classes or None)
+
+    def make_trainer(self) -> Any:
+        """The trainer this pipeline declares (built-in per task, or its factory)."""
+        from mlcicd_dagster.models.trainers import make_trainer
+
+        return make_trainer(
+            self.trainer,
+            self.trainer_params,
+            task=self.task_type,
+            factory=self.model_factory,
+            model_params=self.model_params,
+        )
+
+    def drift_columns(self) -> dict[str, Any]:
+        """``ReferenceProfile.from_frame`` keywords: a regression label drifts as a number,
+        a class label as a category."""
+        if self.task == "regression":
+            return {
+                "numeric": (*self.numeric_features, self.label),
+                "categorical": self.categorical_features,
+                "label": None,
+            }
+        return {
+            "numeric": self.numeric_features,
+            "categorical": self.categorical_features,
+            "label": self.label,
+        }
+
+    def label_summary(self, labels: Any) -> dict[str, Any]:
+        """What the training set's metadata says of its labels, per task."""
+        if self.task == "regression":
+            values = labels.astype("float64")
+            return {"label_mean": round(float(values.mean()), 4)}
+        task = self.task_type
+        y = task.encode(labels)
+        if self.task == "binary":
+            return {"positive_rate": round(float(y.mean()), 4)}
+        counts = {str(c): int((y == i).sum()) for i, c in enumerate(task.classes)}
+        return {"class_counts": counts}
 
     @property
     def features(self) -> list[str]:

@@ -9,9 +9,13 @@ longer in the new snapshot is released once its in-flight requests are done. A m
 that stays (weights changed, canary promoted to stable, stable kept as ``previous``) is
 reused as is: promotion and rollback swap instantly.
 
-If a new state cannot be applied (unreadable file, model that fails to load) the server
-keeps serving the last good snapshot and reports the error on ``/deployment``; the
-deploy op sees ``served_revision`` lag behind ``revision``.
+If a new state cannot be applied (unreadable file, a stable model that fails to load) the
+server keeps serving the last good snapshot and reports the error on ``/deployment``; the
+deploy op sees ``served_revision`` lag behind ``revision``. A *spare* that cannot load
+(``previous``, ``canary``, ``shadow``) does not stop the stable model from serving: the
+snapshot is applied without that track, ``/deployment`` reports ``degraded`` (track ->
+error) and the load is retried every ``load_retry_s``. (An unreadable state file falls
+back to its last good copy in ``rollout.state.read_state``.)
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     """What scores a request's feature matrix (also used by the infra-validation gate).
 
     Our own predictors take the matrix as is; any other ``Predictor`` gets a DataFrame.
+    ``predict`` is the task's output (P(positive) for binary, as ``predict_proba``).
     """
     try:
         from mlcicd_dagster.models.loading import SklearnPredictor, TorchPredictor
@@ -58,13 +63,14 @@ def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     except ImportError:  # pragma: no cover - the models package is part of the library
         takes_matrix = False
     if takes_matrix:
-        return predictor.predict_proba  # type: ignore[no-any-return]
+        return predictor.predict  # type: ignore[no-any-return]
     names = list(predictor.feature_names)
 
     def score(matrix: np.ndarray) -> np.ndarray:
         import pandas as pd
 
-        return np.asarray(predictor.predict_proba(pd.DataFrame(matrix, columns=names)))
+        fn = getattr(predictor, "predict", None) or predictor.predict_proba
+        return np.asarray(fn(pd.DataFrame(matrix, columns=names)))
 
     return score
 
@@ -183,6 +189,7 @@ class DeploymentFollower:
         self.snapshot: Snapshot | None = None
         self.state: DeploymentState | None = None  # the latest document read
         self.load_error: str | None = None
+        self.degraded: dict[str, str] = {}  # spare track -> why it is not loaded
         self._signature: tuple[int, int, int] | None = None
         self._failed_at = 0.0
         self._attempted = False
@@ -237,9 +244,8 @@ class DeploymentFollower:
         async with self._lock:
             sig = self._stat()
             retry = (
-                self.load_error is not None
-                and time.monotonic() - self._failed_at >= self.config.load_retry_s
-            )
+                self.load_error is not None or bool(self.degraded)
+            ) and time.monotonic() - self._failed_at >= self.config.load_retry_s
             if not force and self._attempted and sig == self._signature and not retry:
                 return
             self._attempted = True
@@ -252,6 +258,7 @@ class DeploymentFollower:
             current = self.snapshot
             if (
                 current is not None
+                and not self.degraded
                 and current.revision == state.revision
                 and current.state.to_dict() == state.to_dict()
             ):
@@ -287,19 +294,23 @@ class DeploymentFollower:
         loop = asyncio.get_running_loop()
         tracks: dict[str, ServedModel] = {}
         reused = {id(m) for m in loaded.values()}
+        degraded: dict[str, str] = {}
         try:
-            await self._load_tracks(state, loaded, tracks, loop)
+            await self._load_tracks(state, loaded, tracks, loop, degraded)
         except BaseException:  # release what this attempt loaded; the old snapshot stays
             for model in tracks.values():
                 if id(model) not in reused:
                     await model.batcher.close()
             raise
+        if degraded:
+            self._failed_at = time.monotonic()
+        self.degraded = degraded
         return Snapshot(
             revision=state.revision,
             state=state,
             tracks=tracks,
-            canary_weight=state.canary.weight if state.canary else 0.0,
-            shadow_weight=state.shadow.weight if state.shadow else 0.0,
+            canary_weight=state.canary.weight if state.canary and "canary" in tracks else 0.0,
+            shadow_weight=state.shadow.weight if state.shadow and "shadow" in tracks else 0.0,
             loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
 
@@ -309,6 +320,7 @@ class DeploymentFollower:
         loaded: dict[tuple[str, str], ServedModel],
         tracks: dict[str, ServedModel],
         loop: asyncio.AbstractEventLoop,
+        degraded: dict[str, str],
     ) -> None:
         for track in TRACKS:
             ref: ModelRef | None = getattr(state, track)
@@ -317,9 +329,17 @@ class DeploymentFollower:
             key = (ref.version, ref.model_uri)
             model = loaded.get(key)
             if model is None:
-                predictor = await loop.run_in_executor(
-                    self._load_executor, self._load_and_warm, ref
-                )
+                try:
+                    predictor = await loop.run_in_executor(
+                        self._load_executor, self._load_and_warm, ref
+                    )
+                except Exception as exc:
+                    if track == "stable":
+                        raise
+                    self.metrics.load_failures.inc()
+                    degraded[track] = f"v{ref.version} cannot load: {type(exc).__name__}: {exc}"
+                    log.error("serving without the %s track: %s", track, degraded[track])
+                    continue
                 model = ServedModel(
                     ref, predictor, self.metrics, self.config, self.scoring_executor
                 )
@@ -384,4 +404,5 @@ class DeploymentFollower:
         doc["loaded_at"] = snap.loaded_at if snap else None
         doc["ready"] = self.ready
         doc["load_error"] = self.load_error
+        doc["degraded"] = dict(self.degraded)
         return doc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -90,7 +91,6 @@ def test_when_every_batch_fails_on_its_own_every_batch_is_blamed():
 def real_trial():
     """Base: 3,000 honest rows (the champion); new: 4 batches of 700, one with labels inverted."""
     from assets.credit_default import SPEC
-    from mlcicd_dagster.models.trainers import make_trainer
     from mlcicd_dagster.pipeline.bisect import GoldenJudge
 
     pool = pd.read_csv(DATA / "pool.csv.gz").sample(frac=1.0, random_state=11)
@@ -102,11 +102,11 @@ def real_trial():
     batches["2006-03.csv"] = poisoned
     features = list(SPEC.features)
 
-    params = {**SPEC.trainer_params, "max_iter": 40}  # small retrains: seconds, not minutes
+    # small retrains: seconds, not minutes
+    spec = dataclasses.replace(SPEC, trainer_params={**SPEC.trainer_params, "max_iter": 40})
 
     def fit(frame):
-        trainer = make_trainer(SPEC.trainer, params)
-        return trainer.fit(frame[features], frame[LABEL].to_numpy(), seed=0).predictor
+        return spec.make_trainer().fit(frame[features], frame[LABEL], seed=0).predictor
 
     judge = GoldenJudge(SPEC, fit(base))
     seen: list[list[str]] = []

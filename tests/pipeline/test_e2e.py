@@ -146,7 +146,16 @@ def test_defective_batch_is_rejected_and_cycle_still_exits_zero(served):
 
 def test_mlcicd_ci_judges_a_code_change_against_the_champion(served, tmp_path):
     report = tmp_path / "ci.md"
-    out = _cli("ci", "--report", str(report), "--sample-rows", "5000", env=served["env"])
+    out = _cli(
+        "ci",
+        "--pipeline",
+        "credit_default",
+        "--report",
+        str(report),
+        "--sample-rows",
+        "5000",
+        env=served["env"],
+    )
     text = report.read_text()
     assert "non_inferiority" in text and "infra_validation" in text
     assert "champion" in text.lower()
