@@ -53,6 +53,9 @@ def test_demo_tells_the_whole_story_and_exits_zero(demo):
     following = summary[summary.index("following good batch") :].splitlines()[0]
     assert "promoted:" in following, following
     assert "make ui" in summary
+    # act 9: the other tasks through the same loop
+    assert "digits v1 serves (k=10): accuracy" in summary
+    assert "diabetes v1 serves: live MAE" in summary
     # canary promotion and rollback happened under live traffic without one failed request
     assert ", 0 failed" in summary[summary.index("Traffic:") :]
 

@@ -16,6 +16,9 @@ Dagster runs, MLflow, the model server over HTTP):
    and revokes it; the model trained without it is canaried and promoted
 8. a following good batch lands -> trained (still without the revoked batch),
    canaried and promoted: the loop never jams
+9. the same loop for the other tasks of the code location: a digits batch (multiclass,
+   the pipeline's own torch module) and a diabetes batch (regression) land -> each is
+   trained, gated on its task's losses, served, labelled and measured
 
 Running it twice works: the demo home is reset when it was made by a demo.
 """
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from assets.credit_default import DATA, SPEC
+from . import DATA, SPEC
 
 DEMO_MARKER = ".mlcicd-demo"
 SEED = 7
@@ -172,6 +175,12 @@ def run_demo(module: Any) -> int:
         runner.land("2005-09_statements.csv", parts["following"])
         runner.cycle()
         story.record("following good batch", runner.rollout_line(), t)
+
+        t = time.perf_counter()
+        runner.say("9. The same loop for other tasks: multiclass (torch) and regression")
+        from mlcicd_dagster.demo.task_story import other_tasks
+
+        story.record("other tasks", other_tasks(module, runner, skip=SPEC.dataset), t)
 
         runner.summary(story)
     return 0

@@ -13,12 +13,12 @@ record: keep the outcome for the deployment checks and ``mlcicd status``.
 
 from __future__ import annotations
 
-import os
 from logging import Logger
 from typing import Any
 
 import dagster as dg
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.pipeline import records
 from mlcicd_dagster.pipeline.deploy_config import DECISION_CHECKS, RolloutConfig
 from mlcicd_dagster.pipeline.spec import PipelineSpec
@@ -88,19 +88,37 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
     }
 
 
-def canary_config(spec: PipelineSpec) -> Any:
+def label_scale(spec: PipelineSpec, registry: Any, run_id: str | None) -> float | None:
+    """A regression candidate's holdout MAE, logged at training: the unit of its canary's
+    margin (None for classifiers, or when the run cannot be read)."""
+    if spec.task != "regression" or not run_id or registry is None:
+        return None
+    try:
+        value = registry.get_run(run_id).data.metrics.get("holdout_mae")
+    except Exception:  # noqa: BLE001 - no scale: the analysis waits, then rolls back
+        return None
+    return float(value) if value else None
+
+
+def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
+    """``label_scale``: a regression candidate's holdout MAE (the margin's unit)."""
+    from mlcicd_dagster.rollout import analysis as an
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
-    raw_steps = os.environ.get(STEPS_ENV)
+    raw_steps = settings.get(STEPS_ENV)
     declared = (
         tuple(float(w) for w in raw_steps.split(",")) if raw_steps else spec.rollout.canary_steps
     )
     steps = tuple(w for w in declared if w < 1.0)
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
+    if spec.task == "regression" and label_scale:
+        values["analysis"] = an.AnalysisConfig(metrics=an.metrics_for_task(spec.task, label_scale))
     for field, env in CANARY_ENV.items():
-        if os.environ.get(env):
-            raw = os.environ[env]
-            values[field] = int(raw) if field == "step_min_samples" else float(raw)
+        if settings.get(env) is not None:
+            if field == "step_min_samples":
+                values[field] = settings.get_int(env, 0)
+            else:
+                values[field] = settings.get_float(env, 0.0)
     return CanaryConfig(steps=steps, **values)
 
 
@@ -108,10 +126,9 @@ def shadow_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.rollout.strategies import ShadowConfig
 
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
-    if os.environ.get(CANARY_ENV["check_interval_s"]):
-        values["check_interval_s"] = float(os.environ[CANARY_ENV["check_interval_s"]])
-    if os.environ.get(CANARY_ENV["max_duration_s"]):
-        values["max_duration_s"] = float(os.environ[CANARY_ENV["max_duration_s"]])
+    for field in ("check_interval_s", "max_duration_s"):
+        if settings.get(CANARY_ENV[field]) is not None:
+            values[field] = settings.get_float(CANARY_ENV[field], 0.0)
     return ShadowConfig(fraction=spec.rollout.shadow_fraction, **values)
 
 
@@ -132,8 +149,10 @@ def execute_rollout(
         version=plan["version"], model_uri=plan["model_uri"], run_id=plan["run_id"]
     )
     smoke_rows = pd.read_csv(spec.golden_path).head(SMOKE_ROWS).drop(columns=[spec.label])
-    expected = load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict_proba(
-        smoke_rows
+    from mlcicd_dagster.models.tasks import one_score_per_row
+
+    expected = one_score_per_row(
+        load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict(smoke_rows)
     )
     strategy = plan["strategy"]
     log.info(f"staging v{candidate.version} ({strategy})")
