@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlcicd_dagster.models.tasks import one_score_per_row
 from mlcicd_dagster.platform.atomic import atomic_write_json
 from mlcicd_dagster.platform.home import Home
 from mlcicd_dagster.serving import routing
@@ -266,15 +267,16 @@ class ModelServer:
         mm.requests.inc()
         mm.rows.inc(n)
         mm.latency.observe(latency)
-        values = preds.tolist()
+        values = preds.tolist()  # the task's output: (n,) or class probabilities (n, k)
+        scores = one_score_per_row(preds)  # one number per row for metrics and the log
         observe = mm.prediction.observe
-        for p in values:
+        for p in scores.tolist():
             observe(p)
         if not forced:
             if self.config.log_predictions:
                 self.predlog.append(
                     PredictionEntry(
-                        ids, time.time(), model.version, track, key, latency * 1000.0, preds,
+                        ids, time.time(), model.version, track, key, latency * 1000.0, scores,
                         matrix, model.feature_names,
                     )
                 )  # fmt: skip
@@ -321,6 +323,7 @@ class ModelServer:
         mm.requests.inc()
         mm.rows.inc(len(ids))
         mm.latency.observe(latency)
+        preds = one_score_per_row(preds)
         for p in preds.tolist():
             mm.prediction.observe(p)
         if self.config.log_predictions:

@@ -97,7 +97,9 @@ class MicroBatcher:
                     preds = self._score(matrix)
                 else:
                     preds = await loop.run_in_executor(self._executor, self._score, matrix)
-                preds = np.ascontiguousarray(preds, dtype=np.float64).reshape(-1)
+                preds = np.ascontiguousarray(preds, dtype=np.float64)
+                if preds.ndim != 2:  # one number per row; (n, k) class probabilities stay rows
+                    preds = preds.reshape(-1)
                 if len(preds) != rows:
                     raise RuntimeError(f"model returned {len(preds)} predictions for {rows} rows")
             except Exception as exc:  # the model failed: every request in the batch gets it
