@@ -266,7 +266,10 @@ def log_model_to_run(
 
         as_matrix = example.to_numpy(np.float64)
         proba = model.predict_proba(example if _fitted_on_frame(model) else as_matrix)
-        signature = infer_signature(example.astype(np.float64), proba)
+        # The signature describes the data as the data gate passes it: integer columns stay
+        # integers (``long``), so ``mlflow.pyfunc.load_model(uri).predict(batch)`` takes a
+        # landed batch as is (MLflow refuses int64 -> double as unsafe).
+        signature = infer_signature(example, proba)
         with warnings.catch_warnings():
             # MLflow scores the example frame through pyfunc; models fitted on arrays warn.
             warnings.filterwarnings("ignore", message="X has feature names")
@@ -276,7 +279,7 @@ def log_model_to_run(
                 serialization_format="skops",
                 skops_trusted_types=trusted,
                 signature=signature,
-                input_example=example.astype(np.float64),
+                input_example=example,
                 pyfunc_predict_fn="predict_proba",
                 metadata=metadata,
                 pip_requirements=_pip_requirements("sklearn"),
