@@ -714,8 +714,10 @@ class K8sTarget(DeployTarget):
             raise DeployTargetError(
                 f"smoke on {track} answered by version {served}, expected {ref.version}"
             )
+        from mlcicd_dagster.serving.output import positive_scores
+
         try:
-            preds = json.loads(resp.data)["predictions"]
+            preds = positive_scores(json.loads(resp.data)["predictions"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DeployTargetError(f"smoke on {track}: bad answer {resp.data[:300]!r}") from exc
         return check_scores(preds, len(rows), f"version {ref.version} on {track} (k8s)")

@@ -46,9 +46,7 @@ def test_labels_need_the_token_and_refused_ones_are_never_recorded(
         # Nothing reached the feedback log (the source of feedback batches).
         served.model_server.feedlog.flush()
         assert read_log(home.feedback(MODEL)).empty
-        ok = client.post(
-            "/feedback", json=labels[:2], headers={"Authorization": f"Bearer {TOKEN}"}
-        )
+        ok = client.post("/feedback", json=labels[:2], headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200 and ok.json() == {"accepted": 2}
     served.stop()
     log = read_log(home.feedback(MODEL))

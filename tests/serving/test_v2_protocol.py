@@ -41,7 +41,6 @@ def _inputs(frame: Any, binary: bool) -> list[Any]:
 def test_triton_client_health_metadata_and_infer(served, registry, local_predictors) -> None:
     import pandas as pd
     import tritonclient.http as triton
-
     from serving_support import DATA
 
     client = _client(served)
