@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--sample-rows", type=int, default=6000)
     ci.set_defaults(func=_cmd_ci)
 
-    ui = sub.add_parser("ui", help="dagster dev on the same home")
+    ui = sub.add_parser("ui", help="dagster dev and the MLflow UI on the same home")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="the MLflow UI's port")
     ui.set_defaults(func=_cmd_ui)
     return p
 
@@ -162,18 +164,27 @@ def _cmd_ci(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.platform import mlflow_ui
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
     from mlcicd_dagster.platform.home import Home
 
     home = Home.from_env()
     env = {**os.environ, "DAGSTER_HOME": str(ensure_dagster_home(home))}
     env["MLCICD_HOME"] = str(home.root)
+    home.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    # The MLflow UI on the same store: the run links in asset metadata open it.
+    ui, ui_url = mlflow_ui.start_mlflow_ui(home.tracking_uri, args.mlflow_port)
+    env[mlflow_ui.UI_URL_ENV] = ui_url
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-m", CODE_LOCATION_MODULE, "-p", str(args.port)]
     print(f"Dagster UI on http://127.0.0.1:{args.port} (home {home.root})")
-    print(f"MLflow UI: mlflow ui --backend-store-uri {home.tracking_uri}")
-    os.execve(cmd[0], cmd, env)
-    return 0  # pragma: no cover
+    print(f"MLflow UI on {ui_url} (store {home.tracking_uri})")
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        mlflow_ui.stop(ui)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from mlcicd_dagster.platform.k8s import (
     DEFAULT_NAMESPACE,
     HOME_MOUNT_PATH,
     RUN_AS_USER,
+    SECRET_FEEDBACK,
     SECRET_MLFLOW,
     SECRET_OBJECT_STORE,
 )
@@ -130,7 +131,8 @@ class ServerSpec:
     cpu_limit: str = "2"
     memory_request: str = "1Gi"
     memory_limit: str = "2Gi"
-    env_secrets: tuple[str, ...] = (SECRET_MLFLOW, SECRET_OBJECT_STORE)
+    # SECRET_FEEDBACK sets MLCICD_FEEDBACK_TOKEN: /feedback then requires it (scoring is open).
+    env_secrets: tuple[str, ...] = (SECRET_MLFLOW, SECRET_OBJECT_STORE, SECRET_FEEDBACK)
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -287,10 +287,9 @@ class ModelServer:
         mm = model.metrics(track)
         n = len(matrix)
         ids = [rid, *self.ids.mint(n - 1)] if n > 1 else [rid]
-        model.inflight += 1
         try:
             outputs = await model.batcher.submit(matrix)
-        except BatcherClosed:
+        except BatcherClosed:  # unreachable while the caller holds model.inflight
             mm.server_errors.inc()
             return error_response(503, "model retired while answering; retry", headers)
         except Exception:
@@ -298,8 +297,6 @@ class ModelServer:
             mm.client_errors.inc()
             log.warning("model %s failed on a request", model.version, exc_info=True)
             return error_response(400, MODEL_ERROR_MESSAGE, headers)
-        finally:
-            model.inflight -= 1
         latency = _perf() - t0
         mm.requests.inc()
         mm.rows.inc(n)
@@ -327,22 +324,39 @@ class ModelServer:
     async def invocations(self, request: Request) -> Response:
         t0 = _perf()
         rid = self.ids.mint(1)[0]  # every answer carries an id, errors too
+        try:
+            body = await self._read_body(request)
+        except PayloadError as exc:
+            return self._early_error(exc, rid)
         routed = self._route(request, rid)
         if isinstance(routed, Response):
             return routed
         model, track, key, forced, snap, headers = routed
+        # Held from routing to the answer: the model is not retired under this request.
+        model.inflight += 1
         try:
-            matrix = await self._matrix(request, model)
-        except PayloadError as exc:
-            model.metrics(track).client_errors.inc()
-            return error_response(exc.status, exc.message, headers)
-        if isinstance(matrix, Answer):
-            model.metrics(track).client_errors.inc()
-            return Response(matrix.body, matrix.status, headers, media_type=matrix.media_type)
-        out = await self._predict(model, track, key, forced, snap, matrix, rid, headers, t0)
+            try:
+                matrix = await self._matrix(request, body, model)
+            except PayloadError as exc:
+                model.metrics(track).client_errors.inc()
+                return error_response(exc.status, exc.message, headers)
+            if isinstance(matrix, Answer):
+                model.metrics(track).client_errors.inc()
+                return Response(matrix.body, matrix.status, headers, media_type=matrix.media_type)
+            out = await self._predict(model, track, key, forced, snap, matrix, rid, headers, t0)
+        finally:
+            model.inflight -= 1
         if isinstance(out, Response):
             return out
         return Response(orjson.dumps({"predictions": out.tolist()}), 200, headers, JSON)
+
+    def _early_error(self, exc: PayloadError, rid: str) -> Response:
+        """An error before routing (body too large): the stable version's headers."""
+        self.metrics.errors.labels("", "none", "client").inc()
+        snap = self.deployment.snapshot
+        version = snap.stable.version if snap is not None and snap.stable else ""
+        headers = {"X-Request-Id": rid, "X-Model-Version": version}
+        return error_response(exc.status, exc.message, headers)
 
     # -- the Open Inference Protocol (v2) ------------------------------------------------
     async def v2_infer(self, request: Request) -> Response:
@@ -352,12 +366,15 @@ class ModelServer:
         if name != self.model_name:
             return error_response(404, f"unknown model {name!r}; this server serves "
                                   f"{self.model_name!r}", {"X-Request-Id": rid})  # fmt: skip
+        try:
+            body = await self._read_body(request)
+        except PayloadError as exc:
+            return self._early_error(exc, rid)
         routed = self._route(request, rid, request.path_params.get("version", ""))
         if isinstance(routed, Response):
             return routed
         model, track, key, forced, snap, headers = routed
         try:
-            body = await self._read_body(request)
             obj, tail = v2.split_binary(
                 body, request.headers.get("inference-header-content-length")
             )
@@ -368,7 +385,11 @@ class ModelServer:
         except PayloadError as exc:
             model.metrics(track).client_errors.inc()
             return error_response(exc.status, exc.message, headers)
-        out = await self._predict(model, track, key, forced, snap, matrix, rid, headers, t0)
+        model.inflight += 1
+        try:
+            out = await self._predict(model, track, key, forced, snap, matrix, rid, headers, t0)
+        finally:
+            model.inflight -= 1
         if isinstance(out, Response):
             return out
         return Response(
@@ -430,11 +451,12 @@ class ModelServer:
             )
         return json_response({"name": self.model_name, "ready": True})
 
-    async def _matrix(self, request: Request, model: ServedModel) -> np.ndarray | Answer:
+    async def _matrix(
+        self, request: Request, body: bytes, model: ServedModel
+    ) -> np.ndarray | Answer:
         """The request's feature matrix for ``model``: the fast path, else MLflow's code."""
         ctype = request.headers.get("content-type")
         fast_json = content_type_fast_json(ctype)
-        body = await self._read_body(request)
         limit = self.config.max_rows_per_request
         if fast_json and model.fast is not None:
             try:

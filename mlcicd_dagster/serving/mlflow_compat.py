@@ -153,14 +153,20 @@ class MlflowParser:
             result = invocations(body, content_type or JSON, model, self.meta.get_input_schema())
         except MlflowException as exc:
             return Answer(exc.get_http_status_code(), exc.serialize_as_json().encode(), JSON)
+        except RecursionError:  # MLflow answers a bare 500; a client error (docs/serving.md)
+            return Answer(400, error_body(400, "JSON nested too deeply"), JSON)
         except Exception:  # MLflow's server lets these through as a bare 500
             return Answer(
                 500, error_body(500, f"internal error: {traceback.format_exc(limit=1)}"), JSON
             )
         if result.status != 200:
             text = result.response
-            raw = text.encode() if isinstance(text, str) else bytes(text)
-            return Answer(result.status, raw, result.mimetype)
+            if result.mimetype == JSON:
+                raw = text.encode() if isinstance(text, str) else bytes(text)
+                return Answer(result.status, raw, JSON)
+            # MLflow's 415s are plain text; ours carry the same text in its error document.
+            message = text if isinstance(text, str) else bytes(text).decode("utf-8", "replace")
+            return Answer(result.status, error_body(result.status, message), JSON)
         return self._matrix(capture.data)
 
     def _matrix(self, data: Any) -> np.ndarray | Answer:

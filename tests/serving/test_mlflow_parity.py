@@ -334,6 +334,11 @@ def test_documented_differences(mlflow_server: str, ours: str, registry: Any) ->
         r = client.post(f"{ours}/invocations", json=many)
         assert r.status_code == 413 and r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
         assert client.post(f"{mlflow_server}/invocations", json=many).status_code == 200
+        # 3. JSON nested beyond the parser's depth: MLflow's json.loads overflows (500).
+        deep = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        assert _send(client, mlflow_server, JSON, deep).status_code == 500
+        r = _send(client, ours, JSON, deep)
+        assert r.status_code == 400 and "nested too deeply" in r.json()["message"]
 
 
 def test_pyfunc_takes_a_landed_batch_as_is(registry: Any) -> None:

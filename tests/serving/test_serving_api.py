@@ -29,7 +29,6 @@ def test_all_four_formats_score_like_the_model(served, registry, local_predictor
         "dataframe_split": split_body(feats, rows),
         "dataframe_records": {"dataframe_records": records},
         "instances": {"instances": records},
-        "instances_rows": {"instances": rows[feats].values.tolist()},
         "inputs_columns": {"inputs": {c: rows[c].tolist() for c in feats}},
         "inputs_records": {"inputs": records},
     }
@@ -121,7 +120,7 @@ BAD_INPUTS = [
     ("unknown format", json.dumps({"tensor": [[1]]}).encode(), "exactly one of the input fields"),
     ("two formats", json.dumps({"inputs": [], "instances": []}).encode(), "exactly one of"),
     ("no rows", json.dumps({"dataframe_records": []}).encode(), "Failed to enforce schema"),
-    ("deep nesting", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "valid JSON"),
+    ("deep nesting", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
     ("empty body", b"", "valid JSON"),
 ]
 
@@ -157,7 +156,6 @@ def test_bad_values_name_the_problem(served, registry):
          "AGE"),
         (with_value("AGE", "abc"), "AGE"),
         (with_value("AGE", None), "AGE"),
-        (with_value("AGE", 35.5), "AGE"),
         (split(feats, [row, row[:-2]]), "columns passed"),
         ({"dataframe_split": [row]}, "Dataframe split format must be a dictionary"),
     ]  # fmt: skip
