@@ -81,7 +81,7 @@ def free_port() -> int:
 
 
 def wait_http(
-    url: str, proc: subprocess.Popen[bytes], timeout: float = 180, expect: int = 200
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 600, expect: int = 200
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -181,6 +181,8 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=10, help="seconds of load per server")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument("--server-args", default="", help="extra arguments for our server (tuning)")
+    p.add_argument("--ours-only", action="store_true", help="tuning: ours and the floor only")
     a = p.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -242,7 +244,9 @@ def main() -> None:
 
     try:
         # ours, with prediction logging on (the default)
-        proc, url = start_subprocess(home, MODEL, port=0, log_path=work / "ours.log")
+        proc, url = start_subprocess(
+            home, MODEL, port=0, log_path=work / "ours.log", extra_args=a.server_args.split()
+        )
         procs.append(proc)
         wait_http(f"{url}/ready", proc)
         measure("ours", f"{url}/invocations", proc, stop=False)
@@ -250,6 +254,12 @@ def main() -> None:
         log_rows = _count_log_rows(home.predictions(MODEL))
         floor = compute_floor(tracking, version, features, max(3.0, a.duration / 2))
         print(f"floor: {floor}", flush=True)
+        if a.ours_only:
+            print(
+                f"ours / floor: {results['ours']['rps'] / floor['rows_per_s']:.0%}   v2 / "
+                f"invocations: {results['ours v2']['rps'] / results['ours']['rps']:.0%}"
+            )
+            return
 
         port = free_port()
         proc = subprocess.Popen(

@@ -41,9 +41,38 @@ Loader = Callable[[ModelRef, str], Any]  # (ref, tracking_uri) -> Predictor
 
 
 def default_loader(ref: ModelRef, tracking_uri: str) -> Any:
-    from mlcicd_dagster.models.loading import load_predictor
+    """The version as a ``Predictor``, with its ``MLmodel`` as ``predictor.mlmodel``.
 
-    return load_predictor(ref.model_uri, tracking_uri=tracking_uri, version=ref.version)
+    Downloaded once: the signature (MLflow-compatible parsing, ``mlflow_compat``) comes
+    from the same folder the model is loaded from.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from mlcicd_dagster.models.loading import ModelLoadError, load_predictor, resolve_model_version
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    pinned, resolved = resolve_model_version(ref.model_uri, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="mlcicd-serve-") as tmp:
+        local = Path(pinned)
+        if not local.is_dir():
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(tracking_uri)
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=pinned, dst_path=tmp, tracking_uri=tracking_uri
+                    )
+                )
+            except MlflowException as exc:
+                raise ModelLoadError(f"cannot download {pinned}: {exc.message}") from exc
+        predictor = load_predictor(str(local), version=ref.version or resolved)
+        predictor.mlmodel = Model.load(str(local / "MLmodel"))  # type: ignore[attr-defined]
+    return predictor
 
 
 def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -342,7 +371,7 @@ class DeploymentFollower:
         from mlcicd_dagster.serving.output import pyfunc_output_fn
 
         predictor = self.loader(ref, self.tracking_uri)
-        meta = self._load_meta(ref)
+        meta = self._load_meta(ref, predictor)
         limit_model_threads(self.config.model_threads)
         names = list(predictor.feature_names)
         if not names:
@@ -355,11 +384,13 @@ class DeploymentFollower:
             log.warning("warm-up call of %s failed", ref.model_uri, exc_info=True)
         return predictor, meta, shape
 
-    def _load_meta(self, ref: ModelRef) -> Any:
+    def _load_meta(self, ref: ModelRef, predictor: Any) -> Any:
         """The version's MLmodel (signature) for MLflow-compatible parsing; None if unreadable
         (the version is then served with our own parser, and the reason is logged)."""
         from mlcicd_dagster.serving.mlflow_compat import load_meta
 
+        if (meta := getattr(predictor, "mlmodel", None)) is not None:
+            return meta  # read by the loader from the folder it loaded the model from
         try:
             return load_meta(ref.model_uri, self.tracking_uri)
         except Exception:

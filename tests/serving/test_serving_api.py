@@ -156,7 +156,6 @@ def test_bad_values_name_the_problem(served, registry):
          "AGE"),
         (with_value("AGE", "abc"), "AGE"),
         (with_value("AGE", None), "AGE"),
-        (split(feats, [row, row[:-2]]), "columns passed"),
         ({"dataframe_split": [row]}, "Dataframe split format must be a dictionary"),
     ]  # fmt: skip
     for body, needle in cases:
