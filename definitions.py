@@ -1,7 +1,8 @@
-"""The Dagster code location: composes the library, the shipped pipelines and sensors.
+"""The Dagster code location: every pipeline under ``assets/`` (one ``defs.yaml`` each).
 
-``dagster dev`` / ``dagster asset materialize -m definitions`` load this file.
-Resources and executor come from the environments table (``MLCICD_ENV``).
+``dg dev``, ``dg check defs``, ``dagster asset materialize -m definitions`` and
+``mlcicd`` load this file. Resources and executor come from the environments table
+(``MLCICD_ENV``); ``location.pipelines`` holds each pipeline by name for the CLI.
 """
 
 from __future__ import annotations
@@ -9,22 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import dagster as dg
-
 # The embedded default home lives beside this file unless MLCICD_HOME says otherwise.
 os.environ.setdefault("MLCICD_HOME", str(Path(__file__).parent / ".mlcicd"))
 
-from assets.credit_default import pipeline as credit_default  # noqa: E402
-from mlcicd_dagster.platform.environments import current_environment  # noqa: E402
-from sensors import all_sensors  # noqa: E402
+from mlcicd_dagster.location import load_location  # noqa: E402
+from sensors import extra_sensors  # noqa: E402
 
-env = current_environment()
-
-defs = dg.Definitions(
-    assets=[*credit_default.assets],
-    asset_checks=[*credit_default.asset_checks],
-    jobs=[*credit_default.jobs],
-    sensors=all_sensors(),
-    resources=env.resources(),
-    executor=env.executor(),
-)
+location = load_location(Path(__file__).parent / "assets", sensors=extra_sensors())
+defs = location.defs
+pipelines = location.pipelines

@@ -1,8 +1,10 @@
-"""``mlcicd``: the command line of PRODUCT.md (demo, serve, status, cycle, ci, ui).
+"""``mlcicd``: the command line (demo, init, serve, status, cycle, ci, ui).
 
 Every subcommand imports what it needs when it runs, so ``mlcicd --help`` is instant.
 The code location (``definitions.py``) is imported from the current directory,
-as ``dagster -m definitions`` would.
+as ``dagster -m definitions`` would. Every command takes ``--pipeline NAME``; without
+it, ``status`` and ``cycle`` act on every pipeline of the code location, the others on
+the only one (several need the flag).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from mlcicd_dagster.errors import MlcicdError
 
 CODE_LOCATION_MODULE = "definitions"
 
@@ -28,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
+    except MlcicdError as exc:
         print(f"mlcicd: error: {exc}", file=sys.stderr)
         return 2
 
 
-class CliError(RuntimeError):
+class CliError(MlcicdError, RuntimeError):
     """A user-facing error: printed without a traceback."""
 
 
@@ -42,30 +46,55 @@ def _parser() -> argparse.ArgumentParser:
         prog="mlcicd", description="Continuous integration and delivery for ML, on Dagster."
     )
     sub = p.add_subparsers(title="commands")
+    pick = argparse.ArgumentParser(add_help=False)
+    pick.add_argument(
+        "--pipeline",
+        metavar="NAME",
+        default=None,
+        help="the pipeline to act on (default: every one for status/cycle, else the only one)",
+    )
 
-    demo = sub.add_parser("demo", help="the whole CI/CD story on the embedded defaults")
+    demo = sub.add_parser(
+        "demo", parents=[pick], help="the whole CI/CD story on the embedded defaults"
+    )
     demo.set_defaults(func=_cmd_demo)
 
-    serve = sub.add_parser("serve", help="the model server")
+    serve = sub.add_parser("serve", parents=[pick], help="the model server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--model", default=None, help="registered model name (default: first)")
     serve.set_defaults(func=_cmd_serve)
 
-    status = sub.add_parser("status", help="what is deployed, gates, quarantine, monitoring")
+    status = sub.add_parser(
+        "status", parents=[pick], help="what is deployed, gates, quarantine, monitoring"
+    )
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
-    cycle = sub.add_parser("cycle", help="evaluate the sensors once and run what they request")
+    cycle = sub.add_parser(
+        "cycle", parents=[pick], help="evaluate the sensors once and run what they request"
+    )
     cycle.add_argument("--json", action="store_true")
     cycle.set_defaults(func=_cmd_cycle)
 
-    ci = sub.add_parser("ci", help="judge pipeline/model code changes against the champion")
+    ci = sub.add_parser(
+        "ci", parents=[pick], help="judge pipeline/model code changes against the champion"
+    )
     ci.add_argument("--report", default="mlcicd-ci-report.md", help="Markdown report path")
     ci.add_argument("--sample-rows", type=int, default=6000)
     ci.set_defaults(func=_cmd_ci)
 
-    ui = sub.add_parser("ui", help="dagster dev and the MLflow UI on the same home")
+    init = sub.add_parser(
+        "init", help="profile a data file and write assets/<name>/ (suite, gates, golden set)"
+    )
+    init.add_argument("name", help="pipeline name (asset prefix, landing folder, model name)")
+    init.add_argument("--data", required=True, help="CSV, CSV.gz or Parquet file to profile")
+    init.add_argument("--label", required=True, help="the label column")
+    init.add_argument("--task", choices=("binary", "multiclass", "regression"), default=None)
+    init.add_argument("--id", dest="id_column", default=None, help="row id column")
+    init.add_argument("--force", action="store_true", help="replace an existing assets/<name>/")
+    init.set_defaults(func=_cmd_init)
+
+    ui = sub.add_parser("ui", parents=[pick], help="dagster dev and the MLflow UI on the same home")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--mlflow-port", type=int, default=5000, help="the MLflow UI's port")
     ui.set_defaults(func=_cmd_ui)
@@ -105,13 +134,23 @@ def dagster_instance():
 # -- commands -----------------------------------------------------------------
 
 
+def _location(module: Any) -> Any:
+    """The :class:`Location` of the loaded code location (``definitions.location``)."""
+    location = getattr(module, "location", None)
+    if location is None:
+        raise CliError(
+            "definitions.py defines no `location`: build it with "
+            "mlcicd_dagster.load_location(Path(__file__).parent / 'assets')"
+        )
+    return location
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mlcicd_dagster.platform.home import Home
     from mlcicd_dagster.serving import serve
 
-    module = load_code_location()
-    model = args.model or module.credit_default.spec.model_name
-    serve(Home.from_env(), model, host=args.host, port=args.port)
+    p = _location(load_code_location()).pipeline(args.pipeline)
+    serve(Home.from_env(), p.spec.model_name, host=args.host, port=args.port)
     return 0
 
 
@@ -119,26 +158,54 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.cycle import run_cycle
 
     module = load_code_location()
+    location = _location(module)
     instance = dagster_instance()
-    report = run_cycle(module.defs, instance)
+    reports = {}
+    for p in location.select(args.pipeline):
+        names = [s.name for s in p.sensors]
+        reports[p.spec.dataset] = run_cycle(module.defs, instance, sensor_names=names)
+    ok = all(r.ok for r in reports.values())
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        per = {name: r.to_dict() for name, r in reports.items()}
+        out = {
+            "ok": ok,
+            "runs": [{**run, "pipeline": n} for n, d in per.items() for run in d["runs"]],
+            "skipped": {k: v for d in per.values() for k, v in d["skipped"].items()},
+            "pipelines": per,
+        }
+        print(json.dumps(out, indent=2, default=str))
     else:
         from mlcicd_dagster.pipeline.summary import print_cycle
 
-        print_cycle(report)
-    return 0 if report.ok else 1
+        for name, report in reports.items():
+            if len(reports) > 1:
+                print(f"== {name}")
+            print_cycle(report)
+    return 0 if ok else 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.status import collect_status, print_status
 
-    module = load_code_location()
-    status = collect_status(module.credit_default, dagster_instance())
+    location = _location(load_code_location())
+    instance = dagster_instance()
+    statuses = {p.spec.dataset: collect_status(p, instance) for p in location.select(args.pipeline)}
     if args.json:
-        print(json.dumps(status, indent=2, default=str))
+        if args.pipeline is not None:
+            out = statuses[args.pipeline]
+        else:
+            first = next(iter(statuses.values()), {})
+            out = {
+                "pipelines": statuses,
+                "mlflow_tracking_uri": first.get("mlflow_tracking_uri"),
+                "home": first.get("home"),
+            }
+        print(json.dumps(out, indent=2, default=str))
     else:
-        print_status(status)
+        for i, (name, status) in enumerate(statuses.items()):
+            if len(statuses) > 1:
+                print(("\n" if i else "") + f"== {name}")
+            print_status(status)
     return 0
 
 
@@ -150,20 +217,52 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     os.environ.setdefault(WINDOW_ENV, str(MONITOR_WINDOW_MINUTES))
     module = load_code_location()
-    from assets.credit_default.story import run_demo
+    name = args.pipeline or "credit_default"
+    location = _location(module)
+    location.pipeline(name)  # a clear error for an unknown name
+    import importlib
 
-    return int(run_demo(module) or 0)
+    try:
+        story = importlib.import_module(f"{location.package}.{name}.story")
+    except ModuleNotFoundError:
+        raise CliError(f"pipeline {name!r} ships no demo story ({name}/story.py)") from None
+    return int(story.run_demo(module) or 0)
 
 
 def _cmd_ci(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.ci import run_ci
 
-    module = load_code_location()
+    p = _location(load_code_location()).pipeline(args.pipeline)
     report = Path(args.report)
-    return run_ci(module.credit_default, report_path=report, sample_rows=args.sample_rows)
+    return run_ci(p, report_path=report, sample_rows=args.sample_rows)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.init.scaffold import init_pipeline
+
+    result = init_pipeline(  # an InitError (MlcicdError) is printed without a traceback
+        args.name,
+        Path(args.data),
+        label=args.label,
+        task=args.task,
+        id_column=args.id_column,
+        force=args.force,
+    )
+    for line in result.report():
+        print(line)
+    print(f"wrote {result.folder} in {result.seconds:.1f} s: " + ", ".join(result.files))
+    if result.wrote_definitions:
+        print("wrote definitions.py (the code location: every pipeline under assets/)")
+    print(
+        f"next: land batches in $MLCICD_HOME/landing/{args.name}/ (e.g. rows of "
+        f"assets/{args.name}/data/sample.csv.gz), then `mlcicd cycle`"
+    )
+    return 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    """``dg dev`` on the same home (``dagster dev -m definitions`` where dg has no project),
+    and the MLflow UI on the same store: the MLflow run links in asset metadata open it."""
     from mlcicd_dagster.platform import mlflow_ui
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
     from mlcicd_dagster.platform.home import Home
@@ -171,13 +270,17 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     home = Home.from_env()
     env = {**os.environ, "DAGSTER_HOME": str(ensure_dagster_home(home))}
     env["MLCICD_HOME"] = str(home.root)
+    bindir = Path(sys.executable).parent
+    if _is_dg_project(Path.cwd()) and (bindir / "dg").exists():
+        cmd = [str(bindir / "dg"), "dev", "-p", str(args.port)]
+    else:
+        cmd = [str(bindir / "dagster"), "dev", "-m", CODE_LOCATION_MODULE, "-p", str(args.port)]
     home.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    # The MLflow UI on the same store: the run links in asset metadata open it.
     ui, ui_url = mlflow_ui.start_mlflow_ui(home.tracking_uri, args.mlflow_port)
     env[mlflow_ui.UI_URL_ENV] = ui_url
-    dagster = Path(sys.executable).with_name("dagster")
-    cmd = [str(dagster), "dev", "-m", CODE_LOCATION_MODULE, "-p", str(args.port)]
     print(f"Dagster UI on http://127.0.0.1:{args.port} (home {home.root})")
+    if args.pipeline:
+        print(f"  assets of {args.pipeline}: http://127.0.0.1:{args.port}/asset-groups")
     print(f"MLflow UI on {ui_url} (store {home.tracking_uri})")
     try:
         return subprocess.call(cmd, env=env)
@@ -185,6 +288,21 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         return 130
     finally:
         mlflow_ui.stop(ui)
+
+
+def _is_dg_project(root: Path) -> bool:
+    """A ``pyproject.toml`` (or ``dg.toml``) here that configures a dg project."""
+    import tomllib
+
+    for name, keys in (("dg.toml", ("project",)), ("pyproject.toml", ("tool", "dg", "project"))):
+        path = root / name
+        if path.is_file():
+            node: Any = tomllib.loads(path.read_text())
+            for key in keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node:
+                return True
+    return False
 
 
 if __name__ == "__main__":

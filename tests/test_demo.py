@@ -25,7 +25,12 @@ def demo(tmp_path_factory):
         [exe, "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=DEMO_TIMEOUT_S
     )
     status = subprocess.run(
-        [exe, "status", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [exe, "status", "--json", "--pipeline", "credit_default"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return out, json.loads(status.stdout), home
 

@@ -47,14 +47,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlcicd_dagster.models import stats
+from mlcicd_dagster.models.stats import adjust_pvalues
+
 #: PSI of 0.1 is the usual "some change worth a look" threshold (0.25 = major shift).
 DEFAULT_PSI_FLOOR = 0.1
 #: Smallest change of a class proportion of the label worth an alarm.
 DEFAULT_LABEL_FLOOR = 0.05
-#: Proportions are floored at this before logs, so empty bins do not make PSI infinite.
-_PSI_EPS = 1e-4
-#: Chi-square cells with an expected count below this are pooled (Cochran's rule).
-_MIN_EXPECTED = 5.0
 #: Fewer current rows than this: the feature is reported but not tested.
 DEFAULT_MIN_ROWS = 30
 _RARE = "__rare__"
@@ -193,31 +192,6 @@ class DriftReport:
 # ---------------------------------------------------------------------------
 
 
-def adjust_pvalues(p: np.ndarray, method: str = "holm") -> np.ndarray:
-    """Holm (FWER) or Benjamini-Hochberg (FDR) adjusted p-values; NaN stays NaN."""
-    p = np.asarray(p, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    m = q.size
-    if m == 0:
-        return out
-    order = np.argsort(q)
-    ranked = q[order]
-    if method == "holm":
-        adj = np.maximum.accumulate((m - np.arange(m)) * ranked)
-    elif method in ("bh", "fdr_bh"):
-        adj = np.minimum.accumulate((m * ranked / np.arange(1, m + 1))[::-1])[::-1]
-    elif method == "none":
-        adj = ranked
-    else:
-        raise ValueError(f"correction must be holm, bh or none, got {method!r}")
-    res = np.empty(m)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out
-
-
 def _midpoint_edges(v: np.ndarray, bins: int) -> np.ndarray:
     """Quantile bin edges moved to midpoints between adjacent distinct values.
 
@@ -232,37 +206,6 @@ def _midpoint_edges(v: np.ndarray, bins: int) -> np.ndarray:
     pos = np.searchsorted(distinct, q, side="right")  # first distinct value > edge
     pos = pos[(pos > 0) & (pos < distinct.size)]
     return np.unique((distinct[pos - 1] + distinct[pos]) / 2.0)
-
-
-def _psi(ref_props: np.ndarray, cur_props: np.ndarray) -> float:
-    a = np.maximum(ref_props, _PSI_EPS)
-    b = np.maximum(cur_props, _PSI_EPS)
-    return float(np.sum((b - a) * np.log(b / a)))
-
-
-def _chi2_two_sample(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float, int]:
-    """Chi-square test of homogeneity on a 2 x k table, sparse cells pooled."""
-    from scipy.stats import chi2
-
-    ref_counts = np.asarray(ref_counts, dtype=float)
-    cur_counts = np.asarray(cur_counts, dtype=float)
-    n1, n2 = ref_counts.sum(), cur_counts.sum()
-    total = ref_counts + cur_counts
-    col = total / (n1 + n2)
-    sparse = (np.minimum(n1, n2) * col) < _MIN_EXPECTED
-    if sparse.any():
-        ref_counts = np.append(ref_counts[~sparse], ref_counts[sparse].sum())
-        cur_counts = np.append(cur_counts[~sparse], cur_counts[sparse].sum())
-        total = ref_counts + cur_counts
-        keep = total > 0
-        ref_counts, cur_counts, total = ref_counts[keep], cur_counts[keep], total[keep]
-    k = int(total.size)
-    if k < 2:
-        return 0.0, 1.0, 0
-    e1 = n1 * total / (n1 + n2)
-    e2 = n2 * total / (n1 + n2)
-    stat = float(np.sum((ref_counts - e1) ** 2 / e1) + np.sum((cur_counts - e2) ** 2 / e2))
-    return stat, float(chi2.sf(stat, k - 1)), k - 1
 
 
 def _cat_counts(ref: CategoricalRef, values: pd.Series) -> np.ndarray:
@@ -405,7 +348,8 @@ class ReferenceProfile:
             ks = ks_2samp(ref.sample, v, method="asymp")
             rows.append(
                 DriftRow(c, "numeric", "ks", float(ks.statistic), float(ks.pvalue), None,
-                         _psi(ref.props, cur_props), "psi", psi_floor, False, ref.n, int(v.size))
+                         stats.psi(ref.props, cur_props), "psi", psi_floor, False, ref.n,
+                         int(v.size))
             )  # fmt: skip
         cats = list(self.categorical.items())
         if self.label and self.label_ref is not None:
@@ -427,10 +371,10 @@ class ReferenceProfile:
                 )  # fmt: skip
                 continue
             ref_counts = np.append(cref.counts, 0.0)
-            stat, p, _dof = _chi2_two_sample(ref_counts, cur_counts)
+            stat, p, _dof = stats.chi2_two_sample(ref_counts, cur_counts)
             ref_p = ref_counts / ref_counts.sum()
             cur_p = cur_counts / n_cur
-            effect = float(np.max(np.abs(cur_p - ref_p))) if is_label else _psi(ref_p, cur_p)
+            effect = float(np.max(np.abs(cur_p - ref_p))) if is_label else stats.psi(ref_p, cur_p)
             note = f"{int(cur_counts[-1])} values unseen in reference" if cur_counts[-1] else ""
             rows.append(
                 DriftRow(c, kind, "chi2", stat, p, None, effect, effect_name, floor, False,

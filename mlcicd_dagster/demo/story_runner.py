@@ -37,7 +37,7 @@ DEMO_CANARY = {
 class StoryRunner:
     def __init__(self, module: Any, *, reset: Callable[[Path], None]) -> None:
         self.module = module
-        self.p = module.credit_default
+        self.p = module.location.pipeline("credit_default")
         self.spec = self.p.spec
         self.home = Home.from_env()
         self.reset = reset

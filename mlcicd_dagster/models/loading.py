@@ -33,6 +33,12 @@ import numpy as np
 import pandas as pd
 
 from mlcicd_dagster.models.predictor import Predictor
+from mlcicd_dagster.models.tasks import BinaryTask, Task, TaskError, label_key, task_from_meta
+from mlcicd_dagster.models.trust import (  # noqa: F401 - part of this module's API
+    declare_trusted_types,
+    declared_trusted_types,
+    model_name_of,
+)
 
 MODEL_ARTIFACT_NAME = "model"
 """Name of the model inside its MLflow run (``runs:/<id>/model``)."""
@@ -41,7 +47,7 @@ METADATA_KEY = "mlcicd"
 """Key of our block in the MLmodel ``metadata``: feature names and flavor."""
 
 TRUSTED_SKLEARN_TYPES: tuple[str, ...] = (
-    # The only non-default type in a fitted HistGradientBoostingClassifier; skops
+    # The only non-default type in a fitted HistGradientBoosting model; skops
     # trusts sklearn estimators, numpy arrays and builtins by itself.
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
@@ -116,6 +122,81 @@ def _is_numeric_column(col: pd.Series) -> bool:
         return False
 
 
+def to_frame(
+    features: pd.DataFrame | np.ndarray,
+    feature_names: Sequence[str],
+    string_features: Sequence[str] = (),
+    *,
+    allow_missing: bool = False,
+) -> pd.DataFrame:
+    """The rows of ``features`` as a frame for a model that takes strings or missing values.
+
+    Numeric columns become float64 (a value that is not a number is an error naming
+    the column); ``string_features`` become text (missing stays missing: the model
+    handles it). Missing numbers are allowed only with ``allow_missing``.
+    """
+    if isinstance(features, np.ndarray):
+        if features.ndim != 2 or features.shape[1] != len(feature_names):
+            raise ValueError(
+                f"expected a 2-d array with {len(feature_names)} columns "
+                f"({', '.join(feature_names)}), got shape {features.shape}"
+            )
+        features = pd.DataFrame(features, columns=list(feature_names))
+    if not isinstance(features, pd.DataFrame):
+        raise ValueError(f"expected a pandas DataFrame, got {type(features).__name__}")
+    missing = [c for c in feature_names if c not in features.columns]
+    if missing:
+        raise ValueError(f"missing feature column(s): {', '.join(map(str, missing))}")
+    strings = set(string_features)
+    out: dict[str, Any] = {}
+    bad_type, bad_missing = [], []
+    for name in feature_names:
+        col = features[name]
+        if name in strings:
+            present = col.notna().to_numpy()
+            values = np.full(len(col), np.nan, dtype=object)
+            values[present] = col[present].map(_category_text).to_numpy(dtype=object)
+            out[name] = values
+            continue
+        num = pd.to_numeric(col, errors="coerce")
+        arr = num.to_numpy(np.float64)
+        if (col.notna().to_numpy() & np.isnan(arr)).any():
+            bad_type.append(str(name))
+        elif np.isinf(arr).any() or (not allow_missing and np.isnan(arr).any()):
+            bad_missing.append(str(name))
+        out[name] = arr
+    if bad_type:
+        raise ValueError(f"non-numeric value(s) in feature column(s): {', '.join(bad_type)}")
+    if bad_missing:
+        raise ValueError(
+            f"missing or infinite value(s) in feature column(s): {', '.join(bad_missing)}"
+        )
+    return pd.DataFrame(out, columns=list(feature_names))
+
+
+def _category_text(value: Any) -> str:
+    """A categorical value as the text the model was trained on (``3.0`` is ``"3"``)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def string_columns(frame: pd.DataFrame, names: Sequence[str]) -> list[str]:
+    """The columns of ``names`` whose values are text (object/string/category dtype)."""
+    return [
+        str(n)
+        for n in names
+        if not pd.api.types.is_numeric_dtype(frame[n]) and not pd.api.types.is_bool_dtype(frame[n])
+    ]
+
+
+def frame_for_training(
+    frame: pd.DataFrame, names: Sequence[str], string_features: Sequence[str]
+) -> pd.DataFrame:
+    """Training features exactly as ``to_frame`` will present them at prediction time."""
+    return to_frame(frame, names, string_features, allow_missing=True)
+
+
 # ---------------------------------------------------------------------------
 # predictors
 # ---------------------------------------------------------------------------
@@ -136,46 +217,137 @@ def _openmp_single_thread() -> Any:
     return _CONTROLLER.limit(limits=1, user_api="openmp")
 
 
-class SklearnPredictor:
-    """A fitted scikit-learn classifier behind the ``Predictor`` interface."""
+class _TaskPredictor:
+    """What both flavors share: the task, ``predict`` checked against it, and
+    ``predict_proba`` = P(positive) for binary tasks."""
+
+    flavor = ""
+    task: Task
+    feature_names: list[str]
+    string_features: list[str]
+    allow_missing: bool
+
+    def _raw(self, features: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+    def predict(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The task's output for each row (``models.tasks``), refused if it does not fit."""
+        raw, n = self._raw(features)
+        if n == 0:
+            return np.empty((0, self.task.n_outputs) if self.task.n_outputs > 1 else 0)
+        return self.task.check_output(raw, n, source=f"{self.flavor} model")
+
+    def predict_proba(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """P(positive class) per row; binary tasks only (``predict`` serves every task)."""
+        if self.task.name != "binary":
+            raise TaskError(
+                f"predict_proba is P(positive) of a binary model; this model's task is "
+                f"{self.task.name}: use predict()"
+            )
+        return self.predict(features)
+
+    @property
+    def takes_frame(self) -> bool:
+        """True when requests must reach the model as a frame (text or missing values)."""
+        return bool(self.string_features) or self.allow_missing
+
+
+class SklearnPredictor(_TaskPredictor):
+    """A fitted scikit-learn estimator (or Pipeline) behind the ``Predictor`` interface."""
 
     flavor = "sklearn"
 
-    def __init__(self, estimator: Any, feature_names: Sequence[str], version: str = "local"):
+    def __init__(
+        self,
+        estimator: Any,
+        feature_names: Sequence[str],
+        version: str = "local",
+        *,
+        task: Task | None = None,
+        string_features: Sequence[str] = (),
+        allow_missing: bool = False,
+        trusted_types: Sequence[str] = (),
+    ):
         self.estimator = estimator
         self.feature_names = list(feature_names)
         self.version = str(version)
-        classes = list(getattr(estimator, "classes_", [0, 1]))
-        if len(classes) != 2:
-            raise ModelLoadError(f"expected a binary classifier, classes are {classes}")
-        self._positive = 1 if 1 not in classes else classes.index(1)
-        # Estimators fitted on a DataFrame check column names; give them one.
-        self._wants_frame = hasattr(estimator, "feature_names_in_")
-
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
-        matrix = to_matrix(features, self.feature_names, np.float64)
-        if matrix.shape[0] == 0:
-            return np.empty(0, dtype=np.float64)
-        x: Any = pd.DataFrame(matrix, columns=self.feature_names) if self._wants_frame else matrix
-        if matrix.shape[0] <= SINGLE_THREAD_MAX_ROWS:
-            with _openmp_single_thread():
-                proba = self.estimator.predict_proba(x)
+        self.task = task or BinaryTask()
+        self.string_features = list(string_features)
+        self.allow_missing = bool(allow_missing)
+        self.trusted_types = list(trusted_types)
+        if self.task.name == "regression":
+            if not hasattr(estimator, "predict"):
+                raise ModelLoadError(f"{type(estimator).__name__} has no predict()")
+            self._column: int | None = None
         else:
-            proba = self.estimator.predict_proba(x)
-        return np.asarray(proba[:, self._positive], dtype=np.float64)
+            if not hasattr(estimator, "predict_proba"):
+                raise ModelLoadError(
+                    f"a {self.task.name} model must give class probabilities; "
+                    f"{type(estimator).__name__} has no predict_proba()"
+                )
+            classes = [label_key(c) for c in getattr(estimator, "classes_", [0, 1])]
+            want = [str(i) for i in range(len(self.task.classes))]
+            if classes != want:
+                raise ModelLoadError(
+                    f"the estimator's classes_ {classes} are not the task's encoded classes "
+                    f"{want} ({list(self.task.classes)} in order): a {self.task.name} model "
+                    "must be fitted on the encoded labels with every class present"
+                )
+            self._column = 1 if self.task.name == "binary" else None
+        # Estimators fitted on a DataFrame check column names; give them one.
+        self._wants_frame = hasattr(estimator, "feature_names_in_") or self.takes_frame
+
+    def _raw(self, features: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, int]:
+        x: Any
+        if self.takes_frame:
+            x = to_frame(
+                features, self.feature_names, self.string_features, allow_missing=self.allow_missing
+            )
+        else:
+            matrix = to_matrix(features, self.feature_names, np.float64)
+            x = pd.DataFrame(matrix, columns=self.feature_names) if self._wants_frame else matrix
+        n = len(x)
+        if n == 0:
+            return np.empty(0), 0
+        regression = self.task.name == "regression"
+        method = self.estimator.predict if regression else self.estimator.predict_proba
+        if n <= SINGLE_THREAD_MAX_ROWS:
+            with _openmp_single_thread():
+                out = method(x)
+        else:
+            out = method(x)
+        out = np.asarray(out, dtype=np.float64)
+        if self._column is not None:
+            if out.ndim != 2 or out.shape[1] != 2:
+                raise TaskError(f"binary estimator returned shape {out.shape} from predict_proba")
+            out = out[:, self._column]
+        return out, n
 
 
-class TorchPredictor:
-    """A torch module mapping float32 ``(n, d)`` to P(positive) ``(n,)`` or ``(n, 1)``."""
+class TorchPredictor(_TaskPredictor):
+    """A torch module mapping float32 ``(n, d)`` to the task's output (see ``tasks``)."""
 
     flavor = "torch"
 
-    def __init__(self, module: Any, feature_names: Sequence[str], version: str = "local"):
+    def __init__(
+        self,
+        module: Any,
+        feature_names: Sequence[str],
+        version: str = "local",
+        *,
+        task: Task | None = None,
+        device: str = "cpu",
+    ):
         import torch
 
         self.module = module
         self.feature_names = list(feature_names)
         self.version = str(version)
+        self.task = task or BinaryTask()
+        self.string_features = []
+        self.allow_missing = False
+        self.trusted_types: list[str] = []
+        self.device = device
         self._torch = torch
         if hasattr(module, "eval"):
             try:
@@ -183,35 +355,40 @@ class TorchPredictor:
             except (NotImplementedError, RuntimeError):
                 pass  # exported GraphModules refuse train/eval switches; they are fixed graphs
 
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+    def _raw(self, features: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, int]:
         matrix = to_matrix(features, self.feature_names, np.float32)
         n = matrix.shape[0]
         if n == 0:
-            return np.empty(0, dtype=np.float64)
+            return np.empty(0), 0
         if n == 1:
             # torch.export specialises size-1 dims; a duplicated row keeps the graph dynamic.
             matrix = np.repeat(matrix, 2, axis=0)
+        x = self._torch.from_numpy(matrix)
+        if self.device != "cpu":
+            x = x.to(self.device)
         with self._torch.inference_mode():
-            out = self.module(self._torch.from_numpy(matrix))
-        probs = out.detach().to("cpu").reshape(-1).double().numpy()
-        return probs[:n]
+            out = self.module(x)
+        arr = out.detach().to("cpu").double().numpy()
+        # the whole output is checked against the task first: never flatten (n, k) to (n*k,)
+        arr = self.task.check_output(arr, len(matrix), source="torch model")
+        return arr[:n], n
 
 
 # ---------------------------------------------------------------------------
 # logging and registration
 # ---------------------------------------------------------------------------
 def detect_flavor(model: Any) -> str:
-    """``"torch"`` for a ``torch.nn.Module``, ``"sklearn"`` for anything with ``predict_proba``."""
+    """``"torch"`` for a ``torch.nn.Module``, ``"sklearn"`` for a scikit-learn estimator."""
     import sys
 
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         return "torch"
-    if hasattr(model, "predict_proba"):
+    if hasattr(model, "predict_proba") or (hasattr(model, "predict") and hasattr(model, "fit")):
         return "sklearn"
     raise TypeError(
-        f"cannot log {type(model).__name__}: expected a scikit-learn classifier "
-        "(with predict_proba) or a torch.nn.Module returning P(positive)"
+        f"cannot log {type(model).__name__}: expected a scikit-learn estimator or Pipeline "
+        "or a torch.nn.Module"
     )
 
 
@@ -225,8 +402,8 @@ def check_skops_types(model: Any, trusted_types: Iterable[str] = ()) -> list[str
     if untrusted:
         raise ModelLoadError(
             "model contains types that are not on the trusted list: "
-            f"{', '.join(untrusted)}; pass them explicitly as trusted_types=[...] if you trust "
-            "them (we never fall back to pickle)"
+            f"{', '.join(untrusted)}; if you trust them, declare them in the pipeline's "
+            "`trusted_types` (reviewed with the pipeline; we never fall back to pickle)"
         )
     return trusted
 
@@ -248,28 +425,57 @@ def log_model_to_run(
     registered_model_name: str | None = None,
     trusted_types: Iterable[str] = (),
     extra_metadata: Mapping[str, Any] | None = None,
+    task: Task | None = None,
+    string_features: Sequence[str] = (),
+    allow_missing: bool = False,
 ) -> Any:
-    """Log ``model`` into the *active* MLflow run; returns MLflow's ``ModelInfo``."""
+    """Log ``model`` into the *active* MLflow run; returns MLflow's ``ModelInfo``.
+
+    The model is first scored on the example through the same ``Predictor`` that
+    loading builds: a model whose output does not fit ``task`` is refused here
+    (``TaskError``), before anything is registered.
+    """
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
+    task = task or BinaryTask()
     flavor = detect_flavor(model)
     names = list(feature_names) if feature_names is not None else [str(c) for c in X_example]
-    example = X_example[names].head(TORCH_EXAMPLE_ROWS)
-    if len(example) < 2:
+    raw_example = X_example[names].head(TORCH_EXAMPLE_ROWS)
+    if len(raw_example) < 2:
         raise ValueError("X_example needs at least 2 rows (used to trace and document the model)")
-    metadata = {METADATA_KEY: {"feature_names": names, "flavor": flavor, **(extra_metadata or {})}}
+    metadata = {
+        METADATA_KEY: {
+            "feature_names": names,
+            "flavor": flavor,
+            **task.to_dict(),
+            "string_features": list(string_features),
+            "allow_missing": bool(allow_missing),
+            **(extra_metadata or {}),
+        }
+    }
     if flavor == "sklearn":
         trusted = check_skops_types(model, trusted_types)
         from mlflow.models import infer_signature
 
-        as_matrix = example.to_numpy(np.float64)
-        proba = model.predict_proba(example if _fitted_on_frame(model) else as_matrix)
+        predictor = SklearnPredictor(
+            model,
+            names,
+            task=task,
+            string_features=string_features,
+            allow_missing=allow_missing,
+        )
+        example = to_frame(raw_example, names, string_features, allow_missing=True)
+        out = predictor.predict(example)  # refuses an output that does not fit the task
+        pyfunc_out = model.predict(example) if task.name == "regression" else None
+        if pyfunc_out is None:
+            x = example if predictor._wants_frame else example.to_numpy(np.float64)
+            pyfunc_out = model.predict_proba(x)
+        del out
         # The signature describes the data as the data gate passes it: integer columns stay
-        # integers (``long``), so ``mlflow.pyfunc.load_model(uri).predict(batch)`` takes a
-        # landed batch as is (MLflow refuses int64 -> double as unsafe).
-        signature = infer_signature(example, proba)
+        # integers, text stays text (MLflow refuses int64 -> double as unsafe).
+        signature = infer_signature(raw_example, pyfunc_out)
         with warnings.catch_warnings():
             # MLflow scores the example frame through pyfunc; models fitted on arrays warn.
             warnings.filterwarnings("ignore", message="X has feature names")
@@ -279,22 +485,28 @@ def log_model_to_run(
                 serialization_format="skops",
                 skops_trusted_types=trusted,
                 signature=signature,
-                input_example=example,
-                pyfunc_predict_fn="predict_proba",
+                input_example=raw_example,
+                pyfunc_predict_fn="predict" if task.name == "regression" else "predict_proba",
                 metadata=metadata,
                 pip_requirements=_pip_requirements("sklearn"),
                 registered_model_name=registered_model_name,
             )
-    import torch
+    import mlflow.pytorch
 
+    if string_features:
+        raise TaskError(
+            f"a torch model takes numbers only; feature(s) {', '.join(string_features)} hold "
+            "text: encode them first or use a scikit-learn model"
+        )
     module = model.to("cpu").eval()
-    x = np.ascontiguousarray(example.to_numpy(np.float32))
+    x = np.ascontiguousarray(raw_example.to_numpy(np.float32))
+    shape: tuple[int, ...] = (-1, task.n_outputs) if task.n_outputs > 1 else (-1,)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(names)))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
     )
-    with torch.inference_mode():
-        module(torch.from_numpy(x))  # fail here, clearly, if the module does not take (n, d)
+    # fail here, clearly, if the module does not take (n, d) or its output misfits the task
+    TorchPredictor(module, names, task=task).predict(raw_example)
     return mlflow.pytorch.log_model(
         module,
         name=MODEL_ARTIFACT_NAME,
@@ -325,16 +537,22 @@ def log_and_register(
     run_tags: Mapping[str, str] | None = None,
     version_tags: Mapping[str, str] | None = None,
     trusted_types: Iterable[str] = (),
+    task: Task | None = None,
+    string_features: Sequence[str] = (),
+    allow_missing: bool = False,
 ) -> RegisteredModel:
     """Log ``model`` to MLflow and register it as a new version of ``model_name``.
 
     Logs into ``run_id`` when given, else into the active run, else into a new
     run in ``experiment_name`` (default: the model name). ``X_example`` gives
     the feature order (its columns, unless ``feature_names``) and the input
-    example.
+    example. skops types trusted: ``trusted_types`` plus those declared for
+    ``model_name`` (``declare_trusted_types``).
     """
     import mlflow
     from mlflow import MlflowClient
+
+    trusted_types = [*trusted_types, *declared_trusted_types(model_name)]
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -361,6 +579,9 @@ def log_and_register(
             feature_names=feature_names,
             registered_model_name=model_name,
             trusted_types=trusted_types,
+            task=task,
+            string_features=string_features,
+            allow_missing=allow_missing,
         )
         run_id_out = run.info.run_id
     version = str(info.registered_model_version)
@@ -434,8 +655,11 @@ def load_predictor(
     or a local model folder) as a ``Predictor`` whose ``version`` is the registry version
     (or ``version`` when given).
 
+    skops types trusted: ours, ``trusted_types`` and what the model's pipeline declared
+    (``declare_trusted_types``); never what the artifact says.
+
     Raises ``ModelLoadError`` naming the problem (unknown model/alias, pickled
-    artifact, untrusted skops types, unsupported flavor).
+    artifact, untrusted skops types, unsupported flavor, output that misfits the task).
     """
     # A progress bar per download is noise in server and Dagster logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -443,6 +667,7 @@ def load_predictor(
 
     if tracking_uri is None:
         tracking_uri = mlflow.get_tracking_uri()
+    trusted = [*trusted_types, *declared_trusted_types(model_name_of(model_uri))]
     pinned, resolved_version = resolve_model_version(model_uri, tracking_uri)
     with tempfile.TemporaryDirectory(prefix="mlcicd-model-") as tmp:
         if Path(pinned).is_dir():
@@ -465,9 +690,19 @@ def load_predictor(
         return load_predictor_from_dir(
             local,
             version=version or resolved_version or model_uri,
-            trusted_types=trusted_types,
+            trusted_types=trusted,
             device=device,
         )
+
+
+def read_model_block(model_dir: Path) -> dict[str, Any]:
+    """Our metadata block of a local MLflow model folder (``{}`` for foreign models)."""
+    from mlflow.models import Model
+
+    mlmodel_path = Path(model_dir) / "MLmodel"
+    if not mlmodel_path.exists():
+        raise ModelLoadError(f"{model_dir} is not an MLflow model folder (no MLmodel file)")
+    return dict((Model.load(str(mlmodel_path)).metadata or {}).get(METADATA_KEY, {}))
 
 
 def read_model_meta(model_dir: Path) -> tuple[dict[str, Any], list[str], str]:
@@ -501,6 +736,11 @@ def load_predictor_from_dir(
 ) -> Predictor:
     """Build a ``Predictor`` from a downloaded MLflow model folder."""
     flavors, names, flavor = read_model_meta(model_dir)
+    block = read_model_block(model_dir)
+    try:
+        task = task_from_meta(block)
+    except TaskError as exc:
+        raise ModelLoadError(f"model at {model_dir} records an invalid task: {exc}") from exc
     if flavor == "sklearn":
         conf = flavors["sklearn"]
         fmt = conf.get("serialization_format", "pickle")
@@ -522,9 +762,17 @@ def load_predictor_from_dir(
             untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
             raise ModelLoadError(
                 f"model artifact contains untrusted types: {', '.join(untrusted)} "
-                "(pass trusted_types=[...] explicitly if you trust them)"
+                "(declare them in the pipeline's `trusted_types` if you trust them)"
             ) from None
-        return SklearnPredictor(estimator, _require_names(names, model_dir), version)
+        return SklearnPredictor(
+            estimator,
+            _require_names(names, model_dir),
+            version,
+            task=task,
+            string_features=list(block.get("string_features") or []),
+            allow_missing=bool(block.get("allow_missing", False)),
+            trusted_types=[t for t in trusted if t not in TRUSTED_SKLEARN_TYPES],
+        )
     if flavor == "torch":
         import mlflow.pytorch
         import torch
@@ -538,11 +786,12 @@ def load_predictor_from_dir(
             raise ModelLoadError(f"cannot load torch model: {exc.message}") from exc
         if dev != "cpu":
             module = module.to(dev)
-        return (
-            _DeviceTorchPredictor(module, names, version, dev)
-            if dev != "cpu"
-            else (TorchPredictor(module, names, version))
-        )
+        predictor = TorchPredictor(module, names, version, task=task, device=dev)
+        try:  # a probe: an output that misfits the task is refused at load, not per request
+            predictor.predict(np.zeros((2, len(names)), np.float32))
+        except TaskError as exc:
+            raise ModelLoadError(f"model at {model_dir} does not fit its task: {exc}") from exc
+        return predictor
     raise ModelLoadError(f"unsupported model flavor {flavor!r} in {model_dir}")
 
 
@@ -550,22 +799,3 @@ def _require_names(names: list[str], model_dir: Path) -> list[str]:
     if not names:
         raise ModelLoadError(f"model at {model_dir} does not record its feature names")
     return names
-
-
-class _DeviceTorchPredictor(TorchPredictor):
-    """Moves each batch to the accelerator the module lives on."""
-
-    def __init__(self, module: Any, feature_names: Sequence[str], version: str, device: str):
-        super().__init__(module, feature_names, version)
-        self.device = device
-
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
-        matrix = to_matrix(features, self.feature_names, np.float32)
-        n = matrix.shape[0]
-        if n == 0:
-            return np.empty(0, dtype=np.float64)
-        if n == 1:
-            matrix = np.repeat(matrix, 2, axis=0)
-        with self._torch.inference_mode():
-            out = self.module(self._torch.from_numpy(matrix).to(self.device))
-        return out.detach().to("cpu").reshape(-1).double().numpy()[:n]

@@ -196,6 +196,41 @@ def log_curves(y: np.ndarray, p: np.ndarray, prefix: str, threshold: float = 0.5
     return names
 
 
+def log_task_plot(task: Any, y: np.ndarray, out: np.ndarray, prefix: str) -> str:
+    """Multiclass: the confusion matrix; regression: predicted against actual."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    if task.name == "multiclass":
+        from sklearn.metrics import confusion_matrix
+
+        k = len(task.classes)
+        cm = confusion_matrix(y, task.point(out), labels=list(range(k)))
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+        ticks = [str(c) for c in task.classes]
+        ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="actual")
+        ax.set_xticklabels(ticks, rotation=90)
+        ax.set_yticklabels(ticks)
+        ax.set_title("confusion matrix")
+        mlflow.log_dict({"classes": ticks, "confusion_matrix": cm.tolist()}, f"plots/{prefix}.json")
+    else:
+        ax.scatter(y, out, s=6, alpha=0.5)
+        lo, hi = float(min(y.min(), out.min())), float(max(y.max(), out.max()))
+        ax.plot([lo, hi], [lo, hi], "--", color="grey")
+        ax.set(title="predicted vs actual", xlabel="actual", ylabel="predicted")
+    fig.tight_layout()
+    name = f"plots/{prefix}_{task.name}.png"
+    mlflow.log_figure(fig, name)
+    plt.close(fig)
+    return name
+
+
 @dataclass
 class TrackedModel:
     """The outcome of ``train_and_track``: a registered version, new or reused."""
@@ -262,6 +297,7 @@ def train_and_track(
     extra_code_paths: Sequence[Path] = (),
     force: bool = False,
     threads: int | None = None,
+    trusted_types: Sequence[str] = (),
 ) -> TrackedModel:
     """Train (unless the fingerprint already has a version), evaluate, log, register.
 
@@ -299,11 +335,13 @@ def train_and_track(
                 reused=True,
                 fingerprint=fp,
             )
-    trained = trainer.fit(train[feats], train[label].to_numpy(), seed=seed, threads=threads)
-    y_h = holdout[label].to_numpy()
+    task = trainer.task
+    trained = trainer.fit(train[feats], train[label], seed=seed, threads=threads)
+    y_h = task.encode(holdout[label])
     with openmp_threads(threads):
-        p_h = trained.predictor.predict_proba(holdout[feats])
-    metrics = {f"holdout_{k}": v for k, v in evaluate(y_h, p_h).items()}
+        p_h = trained.predictor.predict(holdout[feats])
+    scores = evaluate(y_h, p_h) if task.name == "binary" else task.metrics(y_h, p_h)
+    metrics = {f"holdout_{k}": v for k, v in scores.items()}
     metrics["train_seconds"] = trained.train_seconds
     for k, v in trained.info.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
@@ -319,6 +357,7 @@ def train_and_track(
                 "mlcicd.code_version": code,
                 "mlcicd.git_commit": git_commit() or "unknown",
                 "mlcicd.trainer": trainer.name,
+                "mlcicd.task": task.name,
                 **{f"lib.{k}": v for k, v in library_versions().items()},
             }
         )
@@ -329,7 +368,10 @@ def train_and_track(
                 if k != "features"
             }
         )
-        mlflow.log_dict({"features": feats, "label": label}, "features.json")
+        mlflow.log_dict(
+            {"features": feats, "label": label, **task.to_dict(), "text": trained.string_features},
+            "features.json",
+        )
         mlflow.log_metrics(metrics)
         curve = trained.info.get("val_curve")
         if isinstance(curve, list):
@@ -338,7 +380,10 @@ def train_and_track(
         mlflow.log_dict(
             {k: v for k, v in trained.info.items() if k != "val_curve"}, "train_info.json"
         )
-        log_curves(y_h, p_h, "holdout")
+        if task.name == "binary":
+            log_curves(y_h, p_h, "holdout")
+        else:
+            log_task_plot(task, y_h, p_h, "holdout")
         reg = log_and_register(
             trained.model,
             model_name=model_name,
@@ -346,10 +391,15 @@ def train_and_track(
             tracking_uri=tracking_uri,
             feature_names=feats,
             run_id=run.info.run_id,
+            task=task,
+            string_features=trained.string_features,
+            allow_missing=trained.allow_missing,
+            trusted_types=trusted_types,
             version_tags={
                 FINGERPRINT_TAG: fp,
                 "mlcicd.flavor": "torch" if trainer.name.startswith("torch") else "sklearn",
                 "mlcicd.code_version": code,
+                "mlcicd.task": task.name,
                 DAGSTER_RUN_TAG: dagster_run_id or "",
             },
         )

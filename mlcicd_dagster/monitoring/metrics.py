@@ -8,7 +8,7 @@ carries an interval and says how it was made:
 ``accuracy``  Wilson score interval for a binomial proportion (good coverage for
               small n and proportions near 0 or 1, where the Wald interval is not).
 ``log_loss``  Mean of per-row losses with a CLT (normal) interval from their
-              sample standard deviation; probabilities clipped as scikit-learn does.
+              sample standard deviation; probabilities clipped by ``models.stats.PROB_CLIP``.
 
 The degradation rule (:func:`degraded_metrics`) is the one place that decides
 "label-confirmed worse than at deployment": both the per-window asset check and
@@ -25,10 +25,19 @@ from typing import Any
 
 import numpy as np
 
-# scikit-learn clips probabilities to the float64 machine epsilon in log_loss.
-LOG_LOSS_EPS = float(np.finfo(np.float64).eps)
+from mlcicd_dagster.models.stats import PROB_CLIP, row_log_loss
+
+# Probabilities are clipped by the one constant of models.stats before the log.
+LOG_LOSS_EPS = PROB_CLIP
 # Which direction is "better" for each metric the monitor computes.
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "log_loss": False}
+HIGHER_IS_BETTER = {
+    "auc": True,
+    "accuracy": True,
+    "log_loss": False,
+    "mae": False,
+    "rmse": False,
+    "macro_f1": True,
+}
 
 
 def _z(alpha_one_sided: float) -> float:
@@ -91,13 +100,9 @@ def _finite(v: Any) -> Any:
 
 def wilson_interval(successes: int, n: int, z: float) -> tuple[float, float]:
     """Wilson score interval for ``successes / n`` with normal quantile ``z``."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    from mlcicd_dagster.models.stats import wilson_interval as wilson
+
+    return wilson(successes, n, z)
 
 
 def accuracy(y: np.ndarray, p: np.ndarray, *, threshold: float, level: float) -> MetricEstimate:
@@ -112,10 +117,9 @@ def accuracy(y: np.ndarray, p: np.ndarray, *, threshold: float, level: float) ->
 
 
 def log_loss(y: np.ndarray, p: np.ndarray, *, level: float) -> MetricEstimate:
-    """Mean binary cross-entropy with a CLT interval (same clipping as scikit-learn)."""
+    """Mean binary cross-entropy with a CLT interval (clipped by ``stats.PROB_CLIP``)."""
     n = int(y.size)
-    q = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-    losses = -np.where(y == 1, np.log(q), np.log1p(-q))
+    losses = row_log_loss(y, p)
     value = float(losses.mean()) if n else float("nan")
     se = float(losses.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     z = _z((1 - level) / 2)
@@ -124,40 +128,25 @@ def log_loss(y: np.ndarray, p: np.ndarray, *, level: float) -> MetricEstimate:
 
 
 def auc_delong(y: np.ndarray, p: np.ndarray, *, level: float) -> MetricEstimate | None:
-    """ROC AUC with DeLong's variance; ``None`` unless both classes are present.
+    """ROC AUC with DeLong's variance (``models.stats``); ``None`` unless both classes
+    are present. Ties get half credit, as in the Mann-Whitney statistic."""
+    from mlcicd_dagster.models.stats import auc_with_bounds
 
-    One sort of the scores; ties get half credit exactly as in the Mann-Whitney
-    statistic (and in scikit-learn's ``roc_auc_score``).
-    """
-    pos = y == 1
-    m = int(np.count_nonzero(pos))
+    y = np.asarray(y)
+    m = int(np.count_nonzero(y == 1))
     k = int(y.size) - m
     if m == 0 or k == 0:
         return None
-    order = np.argsort(p, kind="quicksort")
-    ps = p[order]
-    ys = pos[order]
-    new_run = np.empty(ps.size, dtype=bool)
-    new_run[0] = True
-    np.not_equal(ps[1:], ps[:-1], out=new_run[1:])
-    starts = np.flatnonzero(new_run)
-    pos_in_run = np.add.reduceat(ys.astype(np.int64), starts)
-    all_in_run = np.diff(np.append(starts, ps.size))
-    neg_in_run = all_in_run - pos_in_run
-    neg_before = np.cumsum(neg_in_run) - neg_in_run
-    pos_before = np.cumsum(pos_in_run) - pos_in_run
-    # Structural components (DeLong): per positive, the share of negatives it beats;
-    # per negative, the share of positives that beat it (ties count one half).
-    v10 = (neg_before + neg_in_run / 2.0) / k  # one value per run, weight pos_in_run
-    v01 = 1.0 - (pos_before + pos_in_run / 2.0) / m  # weight neg_in_run
-    auc = float(np.dot(v10, pos_in_run) / m)
-    var10 = float(np.dot(pos_in_run, (v10 - auc) ** 2) / (m - 1)) if m > 1 else 0.0
-    var01 = float(np.dot(neg_in_run, (v01 - auc) ** 2) / (k - 1)) if k > 1 else 0.0
-    se = math.sqrt(var10 / m + var01 / k)
+    if m < 2 or k < 2:  # DeLong needs two of each class for a variance
+        from mlcicd_dagster.models.stats import auc as rank_auc
+
+        value, se = rank_auc(y == 1, p), float("nan")
+    else:
+        est = auc_with_bounds(y == 1, p)
+        value, se = est.estimate, est.se
     z = _z((1 - level) / 2)
-    return MetricEstimate(
-        "auc", auc, max(0.0, auc - z * se), min(1.0, auc + z * se), se, m + k, level, "delong"
-    )
+    lo, hi = (max(0.0, value - z * se), min(1.0, value + z * se)) if se == se else (0.0, 1.0)
+    return MetricEstimate("auc", value, lo, hi, se, m + k, level, "delong")
 
 
 def classification_metrics(
@@ -176,6 +165,79 @@ def classification_metrics(
     if auc is not None:
         out["auc"] = auc
     return out
+
+
+def mean_with_interval(name: str, values: np.ndarray, *, level: float) -> MetricEstimate:
+    """Mean of per-row values with a CLT (normal) interval from their sample deviation."""
+    n = int(values.size)
+    value = float(values.mean()) if n else float("nan")
+    se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    z = _z((1 - level) / 2)
+    lo, hi = (value - z * se, value + z * se) if n > 1 else (float("nan"),) * 2
+    return MetricEstimate(name, value, lo, hi, se, n, level, "normal")
+
+
+def task_metrics(task: Any, y: np.ndarray, out: np.ndarray, *, level: float = 0.95) -> dict:
+    """Live metrics of any task (``models.tasks``) on encoded labels, each with an interval.
+
+    binary: as :func:`classification_metrics`. multiclass: ``log_loss`` (CLT on the
+    clipped per-row loss) and ``accuracy`` (Wilson on the predicted class). regression:
+    ``mae`` (CLT on |error|) and ``rmse`` (delta method on the mean squared error:
+    se(sqrt(m)) = se(m) / (2 sqrt(m))).
+    """
+    if task.name == "binary":
+        return classification_metrics(y, out, level=level)
+    y = np.asarray(y)
+    if y.size == 0:
+        return {}
+    z = _z((1 - level) / 2)
+    if task.name == "multiclass":
+        n = int(y.size)
+        correct = int(np.count_nonzero(task.point(out) == y))
+        lo, hi = wilson_interval(correct, n, z)
+        acc = correct / n
+        se = math.sqrt(acc * (1 - acc) / n)
+        ll = mean_with_interval("log_loss", task.row_loss(y, out), level=level)
+        return {
+            "log_loss": MetricEstimate(
+                "log_loss", ll.value, max(0.0, ll.lo), ll.hi, ll.se, n, level, "normal"
+            ),
+            "accuracy": MetricEstimate("accuracy", acc, lo, hi, se, n, level, "wilson"),
+        }
+    err = np.asarray(out, np.float64) - np.asarray(y, np.float64)
+    mae = mean_with_interval("mae", np.abs(err), level=level)
+    mse = mean_with_interval("mse", err**2, level=level)
+    rmse = math.sqrt(mse.value)
+    se = mse.se / (2 * rmse) if rmse > 0 and mse.se == mse.se else float("nan")
+    return {
+        "mae": MetricEstimate("mae", mae.value, max(0.0, mae.lo), mae.hi, mae.se, mae.n, level,
+                              "normal"),
+        "rmse": MetricEstimate("rmse", rmse, max(0.0, rmse - z * se), rmse + z * se, se, mse.n,
+                               level, "delta"),
+    }  # fmt: skip
+
+
+def prediction_drift(
+    task: Any, reference: np.ndarray, live: np.ndarray, bins: int = 10
+) -> dict[str, float]:
+    """How the model's outputs moved between a reference window and a live one.
+
+    binary and regression: the PSI (``models.stats.psi``) of the one number per row over
+    ``bins`` quantile bins of the reference; multiclass: the PSI of the predicted-class
+    shares (each class a bin) and the largest change of a class's share.
+    """
+    from mlcicd_dagster.models.stats import psi
+
+    if task.name == "multiclass":
+        k = len(task.classes)
+        ref = np.bincount(task.point(reference), minlength=k) / max(len(reference), 1)
+        cur = np.bincount(task.point(live), minlength=k) / max(len(live), 1)
+        return {"psi": psi(ref, cur), "max_class_share_change": float(np.max(np.abs(cur - ref)))}
+    reference, live = np.asarray(reference, float), np.asarray(live, float)
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    ref_n = np.bincount(np.searchsorted(edges, reference), minlength=len(edges) + 1)
+    cur_n = np.bincount(np.searchsorted(edges, live), minlength=len(edges) + 1)
+    return {"psi": psi(ref_n / max(len(reference), 1), cur_n / max(len(live), 1))}
 
 
 # -- degradation -------------------------------------------------------------

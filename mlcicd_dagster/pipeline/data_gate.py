@@ -63,8 +63,20 @@ def judge_staged_batch(
     df = pd.read_parquet(rows_path)
     validation = validate_batch(df, _suite(spec.suite_path))
     metadata = validation.to_metadata()
+    label = label_fits_task(df, spec)
+    if label is not None:
+        metadata["label_check"] = dg.MetadataValue.text(label["summary"])
     if not validation.passed:
-        return _reject(spec, home, key, report, validation.reason(), metadata, log)
+        reason = validation.reason()
+        if label is not None:
+            reason = {
+                **reason,
+                "summary": f"{reason['summary']}; {label['summary']}",
+                "label": label,
+            }
+        return _reject(spec, home, key, report, reason, metadata, log)
+    if label is not None:
+        return _reject(spec, home, key, report, label, metadata, log)
 
     dup = _dedupe(home, spec).check(key, report["sha256"], _row_hashes(df, spec))
     metadata["duplicate_status"] = dg.MetadataValue.text(dup.status)
@@ -72,6 +84,33 @@ def judge_staged_batch(
         return _reject(spec, home, key, report, dup.reason(), metadata, log)
     log.info(f"{report['file']}: {validation.summary()}")
     return dg.AssetCheckResult(passed=True, metadata=metadata)
+
+
+def label_fits_task(df: Any, spec: PipelineSpec) -> dict[str, Any] | None:
+    """None when every label fits the pipeline's task, else the quarantine reason.
+
+    A label outside the declared classes (classification) or not a finite number
+    (regression) is found here, at the gate, never at training.
+    """
+    if spec.label not in df.columns:
+        return {
+            "kind": "label_missing",
+            "summary": f"label column {spec.label!r} is missing from the batch",
+            "columns": [spec.label],
+        }
+    task = spec.task_type
+    check = task.check_labels(df[spec.label])
+    bad = int(check.bad.sum())
+    if not bad:
+        return None
+    return {
+        "kind": "label_does_not_fit_task",
+        "summary": f"{bad} of {len(df)} rows: {check.reason}",
+        "task": task.to_dict(),
+        "columns": [spec.label],
+        "rows": bad,
+        "values": dict(sorted(check.counts.items(), key=lambda kv: -kv[1])[:20]),
+    }
 
 
 def _reject(
@@ -173,12 +212,7 @@ def reference_profile(spec: PipelineSpec, home: Home) -> Any:
     saved = home.lake(spec.dataset) / REFERENCE_PROFILE
     if saved.exists():
         return ReferenceProfile.load(saved)
-    return ReferenceProfile.from_frame(
-        pd.read_csv(spec.golden_path),
-        numeric=spec.numeric_features,
-        categorical=spec.categorical_features,
-        label=spec.label,
-    )
+    return ReferenceProfile.from_frame(pd.read_csv(spec.golden_path), **spec.drift_columns())
 
 
 def _jsonable(obj: Any) -> Any:

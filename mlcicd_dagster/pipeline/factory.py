@@ -21,6 +21,7 @@ class PipelineDefs:
     assets: list = field(default_factory=list)
     asset_checks: list = field(default_factory=list)
     jobs: list = field(default_factory=list)
+    sensors: list = field(default_factory=list)
 
     def job_name(self, purpose: str) -> str:
         """``ingest`` (landed file -> deployment), ``retrain``, ``deploy``, ``monitor``."""
@@ -28,6 +29,9 @@ class PipelineDefs:
 
 
 def build_pipeline(spec: PipelineSpec) -> PipelineDefs:
+    from mlcicd_dagster.models.trust import declare_trusted_types
+
+    declare_trusted_types(spec.model_name, spec.trusted_types)
     partitions = dg.DynamicPartitionsDefinition(name=spec.partitions_name)
     data_assets, data_checks = build_data_assets(spec, partitions)
     model_assets, model_checks = build_model_assets(spec)

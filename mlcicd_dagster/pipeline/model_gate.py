@@ -33,7 +33,9 @@ def holdout_mask(df: Any, spec: PipelineSpec) -> Any:
     from mlcicd_dagster.data.fingerprint import row_hashes
 
     if spec.id_column and spec.id_column in df.columns:
-        keys = df[spec.id_column].astype("int64").to_numpy()
+        ids = df[spec.id_column]
+        # numeric ids as integers (1 and 1.0 are one row), any other id as its text
+        keys = (ids.astype("int64") if ids.dtype.kind in "iuf" else ids.astype(str)).to_numpy()
         h = np.array(
             [int(hashlib.blake2b(str(k).encode(), digest_size=8).hexdigest(), 16) for k in keys],
             dtype=np.uint64,
@@ -59,23 +61,23 @@ def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.Materi
         "rows": len(rows),
         "train_rows": len(train),
         "holdout_rows": len(holdout),
-        "positive_rate": float(rows[spec.label].mean()),
+        **spec.label_summary(rows[spec.label]),
         "holdout_fraction": spec.holdout_fraction,
     }
     lake.write_training_set(train, holdout, manifest)
-    ReferenceProfile.from_frame(
-        train,
-        numeric=spec.numeric_features,
-        categorical=spec.categorical_features,
-        label=spec.label,
-    ).save(home.lake(spec.dataset) / REFERENCE_PROFILE)
+    ReferenceProfile.from_frame(train, **spec.drift_columns()).save(
+        home.lake(spec.dataset) / REFERENCE_PROFILE
+    )
     log.info(f"training set: {len(train)} train / {len(holdout)} holdout from {len(keys)} batches")
     return dg.MaterializeResult(
         metadata={
             "batches": len(keys),
             "train_rows": len(train),
             "holdout_rows": len(holdout),
-            "positive_rate": round(float(rows[spec.label].mean()), 4),
+            **{
+                k: v if not isinstance(v, dict) else dg.MetadataValue.json(v)
+                for k, v in spec.label_summary(rows[spec.label]).items()
+            },
             "dagster/row_count": len(rows),
         }
     )
@@ -87,7 +89,6 @@ def train_candidate(
     from mlcicd_dagster.data.lake import Lake
     from mlcicd_dagster.models.gates import prewarm_infra_validation
     from mlcicd_dagster.models.tracking import train_and_track
-    from mlcicd_dagster.models.trainers import make_trainer
     from mlcicd_dagster.platform.cpu import available_cores, cores_beside_helper
 
     threads = available_cores()
@@ -97,7 +98,7 @@ def train_candidate(
     uri = mlcicd.setup_mlflow()
     train, holdout, manifest = Lake(mlcicd.home.lake(spec.dataset)).read_training_set()
     tracked = train_and_track(
-        make_trainer(spec.trainer, spec.trainer_params),
+        spec.make_trainer(),
         train,
         holdout,
         label=spec.label,
@@ -107,6 +108,7 @@ def train_candidate(
         dagster_run_id=run_id,
         extra_code_paths=[spec.gates_path.parent],
         threads=threads,
+        trusted_types=spec.trusted_types,
     )
     reg = tracked.registered
     record = {

@@ -6,6 +6,7 @@ joins the prediction log with the feedback labels and reports live metrics with
 intervals and drift; its checks turn those into WARN/ERROR results in the UI.
 """
 
+import datetime as dt
 import os
 
 import dagster as dg
@@ -14,7 +15,7 @@ from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.resources import MlcicdResource
 
 WINDOW_ENV = "MLCICD_MONITORING_WINDOW_MINUTES"
-WINDOWS_START = "2026-11-01-00:00"  # first window the UI lists; older traffic is not shown
+WINDOW_FMT = "%Y-%m-%d-%H:%M"
 
 MONITORING_CHECKS: dict[str, str] = {
     "live_performance": "Label-confirmed live AUC / log-loss not worse than at deployment "
@@ -36,6 +37,17 @@ def window_minutes(spec: PipelineSpec) -> int:
     return minutes
 
 
+def windows_start(spec: PipelineSpec, now: dt.datetime | None = None) -> str:
+    """The first window the UI lists: the pipeline's ``monitoring.start`` when set, else
+    the start of the UTC day ``monitoring.history_days`` ago (older traffic is not shown).
+    Day-aligned, so every process that loads the code location on the same day agrees."""
+    if spec.monitoring_start:
+        return spec.monitoring_start
+    now = now or dt.datetime.now(dt.UTC)
+    day = (now - dt.timedelta(days=spec.monitoring_history_days)).date()
+    return day.strftime("%Y-%m-%d") + "-00:00"
+
+
 def monitoring_partitions(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefinition:
     minutes = window_minutes(spec)
     if minutes < 60:
@@ -43,7 +55,7 @@ def monitoring_partitions(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefiniti
     else:
         cron = "0 * * * *" if minutes == 60 else f"0 */{minutes // 60} * * *"
     return dg.TimeWindowPartitionsDefinition(
-        start=WINDOWS_START, cron_schedule=cron, fmt="%Y-%m-%d-%H:%M", timezone="UTC"
+        start=windows_start(spec), cron_schedule=cron, fmt=WINDOW_FMT, timezone="UTC"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,17 @@ class RolloutSpec:
     poll_interval_s: float = 2.0
 
 
+TASKS = ("binary", "multiclass", "regression")
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
+    """The resolved, typed config of one pipeline (absolute paths, defaults applied).
+
+    Users do not write this: ``mlcicd_dagster.MLPipeline`` (``assets/<name>/defs.yaml``)
+    validates the YAML and builds it; every library step takes it.
+    """
+
     dataset: str  # asset key prefix and landing/lake folder name
     model_name: str  # registered MLflow model name
     label: str
@@ -31,7 +41,7 @@ class PipelineSpec:
     categorical_features: tuple[str, ...]
     suite_path: Path  # Great Expectations suite (YAML) with severities
     gates_path: Path  # model gate thresholds, margins, slices
-    behavioral_path: Path  # behavioral test cases
+    behavioral_path: Path | None  # behavioral test cases (None: the gate has none)
     golden_path: Path  # trusted labelled rows, never taken from landed data
     sample_path: Path | None = None  # rows `mlcicd ci` runs the pipeline on (a PR check)
     holdout_fraction: float = 0.2
@@ -39,6 +49,88 @@ class PipelineSpec:
     trainer_params: dict = field(default_factory=dict)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     monitoring_window_minutes: int = 60
+    # First monitoring window the partitions list ("%Y-%m-%d-%H:%M", UTC); None: the start
+    # of the UTC day ``monitoring_history_days`` ago (older windows are not listed).
+    monitoring_start: str | None = None
+    monitoring_history_days: int = 7
+    task: str = "binary"  # binary | multiclass | regression
+    model_factory: str | None = None  # "package.module:function" (None: the task's default)
+    trusted_types: tuple[str, ...] = ()  # skops types this pipeline's models may load
+    owners: tuple[str, ...] = ()  # Dagster asset owners (emails or "team:name")
+    description: str | None = None
+    classes: tuple[Any, ...] = ()
+    """Label values in output order: binary defaults to (0, 1); multiclass requires them."""
+    model_params: dict = field(default_factory=dict)
+    """Keyword arguments for ``model_factory`` (``trainer_params`` go to the trainer)."""
+
+    def __post_init__(self) -> None:
+        """Refuse an invalid pipeline when the code location loads, naming the field."""
+        from mlcicd_dagster.models.tasks import TaskError, make_task
+
+        try:
+            make_task(self.task, self.classes or None)
+        except TaskError as exc:
+            raise ValueError(f"pipeline {self.dataset!r}: {exc}") from None
+        if self.trainer not in ("sklearn", "torch"):
+            raise ValueError(
+                f"pipeline {self.dataset!r}: trainer: unknown trainer {self.trainer!r}; "
+                "choose sklearn or torch"
+            )
+        if not self.label:
+            raise ValueError(f"pipeline {self.dataset!r}: label: required")
+        if self.label in self.features:
+            raise ValueError(f"pipeline {self.dataset!r}: label: {self.label!r} is also a feature")
+        bad = [t for t in self.trusted_types if not isinstance(t, str) or "." not in t]
+        if bad:
+            raise ValueError(
+                f"pipeline {self.dataset!r}: trusted_types: expected dotted type names, got {bad}"
+            )
+
+    @property
+    def task_type(self) -> Any:
+        """The ``models.tasks.Task`` of this pipeline."""
+        from mlcicd_dagster.models.tasks import make_task
+
+        return make_task(self.task, self.classes or None)
+
+    def make_trainer(self) -> Any:
+        """The trainer this pipeline declares (built-in per task, or its factory)."""
+        from mlcicd_dagster.models.trainers import make_trainer
+
+        return make_trainer(
+            self.trainer,
+            self.trainer_params,
+            task=self.task_type,
+            factory=self.model_factory,
+            model_params=self.model_params,
+        )
+
+    def drift_columns(self) -> dict[str, Any]:
+        """``ReferenceProfile.from_frame`` keywords: a regression label drifts as a number,
+        a class label as a category."""
+        if self.task == "regression":
+            return {
+                "numeric": (*self.numeric_features, self.label),
+                "categorical": self.categorical_features,
+                "label": None,
+            }
+        return {
+            "numeric": self.numeric_features,
+            "categorical": self.categorical_features,
+            "label": self.label,
+        }
+
+    def label_summary(self, labels: Any) -> dict[str, Any]:
+        """What the training set's metadata says of its labels, per task."""
+        if self.task == "regression":
+            values = labels.astype("float64")
+            return {"label_mean": round(float(values.mean()), 4)}
+        task = self.task_type
+        y = task.encode(labels)
+        if self.task == "binary":
+            return {"positive_rate": round(float(y.mean()), 4)}
+        counts = {str(c): int((y == i).sum()) for i, c in enumerate(task.classes)}
+        return {"class_counts": counts}
 
     @property
     def features(self) -> list[str]:

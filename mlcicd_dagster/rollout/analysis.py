@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from mlcicd_dagster.models.stats import PROB_CLIP
+
 PROMOTE = "promote"
 ROLLBACK = "rollback"
 CONTINUE = "continue"
@@ -54,7 +56,8 @@ CONTINUE = "continue"
 PRIMARY = "primary"  # must show "not worse" before promotion
 GUARDRAIL = "guardrail"  # can only force a rollback
 
-LOSS_CLIP = 1e-4  # probabilities clipped so one confident mistake costs <= 9.2 nats, not inf
+# The one clipping constant (models.stats): one confident mistake costs <= 9.2 nats, not inf.
+LOSS_CLIP = PROB_CLIP
 BERNOULLI_PSEUDO = 0.5  # Jeffreys-style pseudo-count: 0 errors in n still has a variance
 
 
@@ -95,10 +98,10 @@ class Moments:
 
 
 def log_loss_per_row(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Binary log-loss of each row (probabilities clipped, see ``LOSS_CLIP``)."""
-    p = np.clip(np.asarray(p, float), LOSS_CLIP, 1.0 - LOSS_CLIP)
-    y = np.asarray(y, float)
-    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
+    """Binary log-loss of each row (``models.stats.row_log_loss``, clipped by ``LOSS_CLIP``)."""
+    from mlcicd_dagster.models.stats import row_log_loss
+
+    return row_log_loss(y, p)
 
 
 # --------------------------------------------------------------------------------------
@@ -432,6 +435,8 @@ def fixed_horizon_n(sigma: float, margin: float, alpha: float, beta: float) -> f
 
 def population_stability_index(a: np.ndarray, b: np.ndarray, bins: int = 10) -> float:
     """PSI of ``a`` (canary) against ``b`` (stable) on ``b``'s deciles; descriptive only."""
+    from mlcicd_dagster.models.stats import psi
+
     a = np.asarray(a, float)
     b = np.asarray(b, float)
     if a.size == 0 or b.size == 0:
@@ -440,7 +445,4 @@ def population_stability_index(a: np.ndarray, b: np.ndarray, bins: int = 10) -> 
     if edges.size < 2:
         return 0.0
     edges[0], edges[-1] = -np.inf, np.inf
-    pa = np.histogram(a, edges)[0] / a.size
-    pb = np.histogram(b, edges)[0] / b.size
-    pa, pb = np.clip(pa, 1e-6, None), np.clip(pb, 1e-6, None)
-    return float(np.sum((pa - pb) * np.log(pa / pb)))
+    return psi(np.histogram(b, edges)[0] / b.size, np.histogram(a, edges)[0] / a.size)

@@ -259,7 +259,8 @@ def version_objects(
         "name": "server",
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["serve", "--host", "0.0.0.0", "--port", str(SERVER_PORT)],
+        # --pipeline: a code location with several pipelines serves each one by name
+        "args": ["serve", "--pipeline", model, "--host", "0.0.0.0", "--port", str(SERVER_PORT)],
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "env": env,
         "envFrom": [{"secretRef": {"name": s}} for s in spec.env_secrets],

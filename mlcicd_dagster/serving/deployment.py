@@ -79,6 +79,7 @@ def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     """What scores a request's feature matrix (also used by the infra-validation gate).
 
     Our own predictors take the matrix as is; any other ``Predictor`` gets a DataFrame.
+    ``predict`` is the task's output (P(positive) for binary, as ``predict_proba``).
     """
     try:
         from mlcicd_dagster.models.loading import SklearnPredictor, TorchPredictor
@@ -87,13 +88,14 @@ def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     except ImportError:  # pragma: no cover - the models package is part of the library
         takes_matrix = False
     if takes_matrix:
-        return predictor.predict_proba  # type: ignore[no-any-return]
+        return predictor.predict  # type: ignore[no-any-return]
     names = list(predictor.feature_names)
 
     def score(matrix: np.ndarray) -> np.ndarray:
         import pandas as pd
 
-        return np.asarray(predictor.predict_proba(pd.DataFrame(matrix, columns=names)))
+        fn = getattr(predictor, "predict", None) or predictor.predict_proba
+        return np.asarray(fn(pd.DataFrame(matrix, columns=names)))
 
     return score
 

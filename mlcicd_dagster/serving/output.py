@@ -36,28 +36,32 @@ def pyfunc_output_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _sklearn_predict_proba(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The estimator's own ``predict_proba`` (``predict`` for regression), as the logged
+    pyfunc calls it (``pyfunc_predict_fn``), on one OpenMP thread for micro-batches."""
     import pandas as pd
 
     from mlcicd_dagster.models.loading import SINGLE_THREAD_MAX_ROWS, _openmp_single_thread
 
     estimator = predictor.estimator
     names = list(predictor.feature_names)
-    wants_frame = hasattr(estimator, "feature_names_in_")
+    wants_frame = bool(getattr(predictor, "_wants_frame", hasattr(estimator, "feature_names_in_")))
+    task = getattr(getattr(predictor, "task", None), "name", "binary")
+    method = estimator.predict if task == "regression" else estimator.predict_proba
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         x: Any = pd.DataFrame(matrix, columns=names) if wants_frame else matrix
         if matrix.shape[0] <= SINGLE_THREAD_MAX_ROWS:
             with _openmp_single_thread():
-                return np.asarray(estimator.predict_proba(x))
-        return np.asarray(estimator.predict_proba(x))
+                return np.asarray(method(x))
+        return np.asarray(method(x))
 
     return predict
 
 
 def positive_index(predictor: Any) -> int:
-    """Which output column is P(positive) for a two-column output."""
-    classes = list(getattr(getattr(predictor, "estimator", None), "classes_", [0, 1]))
-    return classes.index(1) if 1 in classes and len(classes) == 2 else len(classes) - 1
+    """Which column of a two-column output is P(positive) (the encoded class 1)."""
+    column = getattr(predictor, "_column", None)
+    return int(column) if column is not None else 1
 
 
 def positive_scores(outputs: Any, positive: int = 1) -> np.ndarray:

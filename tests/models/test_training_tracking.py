@@ -43,8 +43,12 @@ def test_trainer_errors(pool, features):
         make_trainer("sklearn", {"monotonic_increase": ["PAY_9"]}).fit(
             pool[features].head(500), pool[LABEL].head(500).to_numpy()
         )
-    with pytest.raises(ValueError, match="labels must be 0/1"):
+    with pytest.raises(ValueError, match=r"label not one of the declared binary classes.*2 \(500"):
         make_trainer("sklearn").fit(pool[features].head(500), np.full(500, 2))
+    with pytest.raises(ValueError, match="only one class"):
+        make_trainer("sklearn").fit(pool[features].head(500), np.zeros(500))
+    with pytest.raises(ValueError, match="too few training rows"):
+        make_trainer("sklearn").fit(pool[features].head(20), pool[LABEL].head(20))
 
 
 def test_track_reuse_card_and_ci(tracking_uri, pool, golden, features, monkeypatch):

@@ -10,13 +10,11 @@ import dagster as dg
 import pytest
 from tests_support import ROOT
 
+PIPELINES = ("credit_default", "diabetes", "digits")  # binary, regression, multiclass
 EXPECTED_ASSETS = {
-    "credit_default/raw_batch",
-    "credit_default/validated_batch",
-    "credit_default/training_set",
-    "credit_default/model",
-    "credit_default/deployment",
-    "credit_default/monitoring",
+    f"{p}/{a}"
+    for p in PIPELINES
+    for a in ("raw_batch", "validated_batch", "training_set", "model", "deployment", "monitoring")
 }
 
 

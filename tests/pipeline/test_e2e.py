@@ -103,7 +103,7 @@ def _cli(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.Comp
 
 
 def test_status_json_names_the_serving_version_and_tracking_uri(served):
-    out = _cli("status", "--json", env=served["env"])
+    out = _cli("status", "--json", "--pipeline", "credit_default", env=served["env"])
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["deployment"]["stable"]["version"] == "1"
@@ -146,12 +146,23 @@ def test_defective_batch_is_rejected_and_cycle_still_exits_zero(served):
 
 def test_mlcicd_ci_judges_a_code_change_against_the_champion(served, tmp_path):
     report = tmp_path / "ci.md"
-    out = _cli("ci", "--report", str(report), "--sample-rows", "5000", env=served["env"])
+    out = _cli(
+        "ci",
+        "--pipeline",
+        "credit_default",
+        "--report",
+        str(report),
+        "--sample-rows",
+        "5000",
+        env=served["env"],
+    )
     text = report.read_text()
     assert "non_inferiority" in text and "infra_validation" in text
     assert "champion" in text.lower()
     # the scratch run never touched the production store: still one registered version
-    status = json.loads(_cli("status", "--json", env=served["env"]).stdout)
+    status = json.loads(
+        _cli("status", "--json", "--pipeline", "credit_default", env=served["env"]).stdout
+    )
     assert status["deployment"]["stable"]["version"] == "1"
     assert out.returncode in (0, 1)
     assert ("PASS" in text) == (out.returncode == 0)

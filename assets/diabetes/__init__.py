@@ -1,0 +1,1 @@
+"""diabetes: a regression pipeline on a small data set (defs.yaml)."""

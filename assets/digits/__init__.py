@@ -1,0 +1,1 @@
+"""digits: a multiclass image pipeline (defs.yaml) with its own torch module (model.py)."""

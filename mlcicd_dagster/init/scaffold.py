@@ -1,0 +1,357 @@
+"""``mlcicd init``: profile a data file and write ``assets/<name>/`` in one atomic step.
+
+What is written (paths relative to ``assets/<name>/``):
+
+* ``defs.yaml``: the ``mlcicd_dagster.MLPipeline`` component instance (task, label,
+  id, features as profiled, the default trainer for the task, the files below);
+* ``expectations.yaml``: the data suite profiled from the file (``suite_writer``);
+* ``gates.yaml``: the model gates sized by a power calculation (``sizing``), with what
+  an equally good model's pass probability is and what difference is still caught;
+* ``data/golden.csv.gz``: the golden set, split off the file (stratified by class),
+  never to be landed; ``data/sample.csv.gz``: the other rows (what ``mlcicd ci`` runs
+  the pipeline on, and what to land);
+* ``README.md``: the same report the command prints.
+
+Everything is written into a temporary folder beside the target and renamed into
+place at the end, so a failure at any point leaves nothing half-written (with
+``--force``, the old folder is swapped out only once the new one is complete).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mlcicd_dagster.init.errors import InitError
+from mlcicd_dagster.init.profile import DataProfile, profile_frame
+from mlcicd_dagster.init.sizing import HOLDOUT_FRACTION, GateSizing
+from mlcicd_dagster.init.suite_writer import suite_yaml
+
+#: Golden share of the file, and its bounds in rows.
+GOLDEN_FRACTION = 0.2
+GOLDEN_MIN_ROWS = 50
+GOLDEN_MAX_ROWS = 5000
+#: Fewest rows a file needs: a golden set, a training set and a holdout worth judging.
+MIN_ROWS = 200
+#: Fewest rows of each class (classification): some in the golden set, the holdout
+#: and each training half.
+MIN_CLASS_ROWS = 20
+#: The default trainer's settings written into defs.yaml (and used by the sizing's
+#: reference retrains, so that the gates are sized for the model that will be trained).
+TRAINER = "sklearn"
+TRAINER_PARAMS: dict[str, Any] = {"max_iter": 100, "early_stopping": False}
+SEED = 0
+
+DEFINITIONS_PY = '''"""The Dagster code location: every pipeline under assets/ (defs.yaml)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("MLCICD_HOME", str(Path(__file__).parent / ".mlcicd"))
+
+from mlcicd_dagster.location import load_location  # noqa: E402
+
+location = load_location(Path(__file__).parent / "assets")
+defs = location.defs
+pipelines = location.pipelines
+'''
+
+
+@dataclass
+class InitResult:
+    name: str
+    folder: Path
+    profile: DataProfile
+    sizing: GateSizing | None
+    golden_rows: int
+    sample_rows: int
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+    wrote_definitions: bool = False
+
+    def report(self) -> list[str]:
+        p = self.profile
+        task = f"{p.task} (inferred from the label)" if p.task_inferred else p.task
+        lines = [
+            f"pipeline {self.name}: task {task}, label {p.label!r}"
+            + (f", id {p.id_column!r}" if p.id_column else ""),
+            f"features: {len(p.numeric_features)} numeric, {len(p.categorical_features)} "
+            f"categorical (of {p.rows} profiled rows)",
+        ]
+        if p.classes:
+            counts = dict(zip(p.classes, p.label_profile.category_counts, strict=False))
+            lines.append("classes: " + ", ".join(f"{k!r} ({v})" for k, v in counts.items()))
+        lines += [f"note: {n}" for n in p.notes]
+        lines.append(
+            f"golden set: {self.golden_rows} rows (data/golden.csv.gz; never land these); "
+            f"other rows: {self.sample_rows} (data/sample.csv.gz)"
+        )
+        if self.sizing is not None:
+            lines += ["gates: " + s for s in self.sizing.lines()]
+        return lines
+
+
+def _check_name(name: str) -> None:
+    if not name or not name.isidentifier() or name.startswith("_"):
+        raise InitError(
+            f"pipeline name {name!r} must be a Python identifier (letters, digits and _, "
+            "not starting with a digit or _): it names the assets, the landing folder and "
+            "the registered model"
+        )
+
+
+def read_data(path: Path) -> pd.DataFrame:
+    """The file as a frame (CSV, CSV.gz, Parquet), or InitError naming the problem."""
+    from mlcicd_dagster.data.readers import BatchReadError, read_batch
+
+    path = Path(path)
+    if not path.exists():
+        raise InitError(f"data file not found: {path}")
+    if not path.is_file():
+        raise InitError(f"data file is not a file: {path}")
+    try:
+        return read_batch(path)
+    except BatchReadError as exc:
+        raise InitError(f"cannot read {path}: {exc.message} ({exc.reason})") from None
+
+
+def split_golden(
+    df: pd.DataFrame, profile: DataProfile, *, seed: int = SEED
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(golden, rest): a golden share stratified by class (classification), else random."""
+    n = len(df)
+    size = int(min(GOLDEN_MAX_ROWS, max(GOLDEN_MIN_ROWS, round(GOLDEN_FRACTION * n))))
+    rng = np.random.default_rng(seed)
+    if profile.task == "regression":
+        chosen = rng.permutation(n)[:size]
+    else:
+        y = df[profile.label].to_numpy()
+        parts = []
+        for value in pd.unique(y):
+            idx = np.flatnonzero(y == value)
+            take = max(2, int(round(size * len(idx) / n)))
+            parts.append(rng.permutation(idx)[:take])
+        chosen = np.concatenate(parts)
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    return df[mask].reset_index(drop=True), df[~mask].reset_index(drop=True)
+
+
+def _check_size(df: pd.DataFrame, profile: DataProfile) -> None:
+    if len(df) < MIN_ROWS:
+        raise InitError(
+            f"too few rows for the gates: {len(df)} rows; init needs >= {MIN_ROWS} (a golden "
+            "set, a training set and a holdout, each large enough to judge a model on)"
+        )
+    if profile.task != "regression":
+        lp = profile.label_profile
+        small = {c: k for c, k in zip(lp.categories, lp.category_counts, strict=False)}
+        rare = {c: k for c, k in small.items() if k < MIN_CLASS_ROWS}
+        if rare:
+            shown = ", ".join(f"{c!r} ({k} rows)" for c, k in rare.items())
+            raise InitError(
+                f"too few rows for the gates: class(es) {shown} of label {profile.label!r}; "
+                f"each class needs >= {MIN_CLASS_ROWS} rows"
+            )
+
+
+def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -> GateSizing | None:
+    """The gates' sizing for the task (None when the task's gates are not sized here)."""
+    from mlcicd_dagster.init.sizing import reference_scores, size_binary
+
+    if profile.task != "binary":
+        return None
+    classes = list(profile.classes)
+    positive = 1 if set(classes) == {0, 1} else classes[-1]
+    features = list(profile.features)
+    try:
+        a, b, train_rows = reference_scores(
+            pool,
+            golden,
+            features=features,
+            label=profile.label,
+            positive=positive,
+            trainer=TRAINER,
+            trainer_params=TRAINER_PARAMS,
+            seed=SEED,
+        )
+    except ValueError as exc:  # the trainer names the column it cannot use
+        raise InitError(
+            f"the default {TRAINER} trainer cannot learn from this file: {exc}"
+        ) from None
+    y = (golden[profile.label] == positive).to_numpy().astype(np.int64)
+    holdout = int(math.floor(HOLDOUT_FRACTION * len(pool)))
+    return size_binary(y, a, b, holdout_rows=holdout, reference_train_rows=train_rows)
+
+
+def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
+    attributes: dict[str, Any] = {
+        "task": profile.task,
+        "label": profile.label,
+    }
+    if profile.id_column is not None:
+        attributes["id_column"] = profile.id_column
+    attributes["features"] = {
+        "numeric": list(profile.numeric_features),
+        "categorical": list(profile.categorical_features),
+    }
+    attributes["training"] = {"trainer": TRAINER, "params": dict(TRAINER_PARAMS)}
+    attributes.update(
+        {
+            "golden": "data/golden.csv.gz",
+            "sample": "data/sample.csv.gz",
+            "suite": "expectations.yaml",
+            "gates": "gates.yaml",
+            "rollout": {"strategy": "canary", "canary_steps": [0.05, 0.25, 0.5, 1.0]},
+            "monitoring": {"window_minutes": 60},
+        }
+    )
+    head = (
+        f"# {name}: written by `mlcicd init` from {source} ({profile.rows} rows).\n"
+        "# One instance of the mlcicd_dagster.MLPipeline component; paths are relative to\n"
+        "# this folder. Review the profiled features, then commit; add `owners:` and a\n"
+        "# `behavioral:` test file as you learn what the model must respect.\n"
+    )
+    body = yaml.safe_dump(
+        {"type": "mlcicd_dagster.MLPipeline", "attributes": attributes},
+        sort_keys=False,
+        default_flow_style=None,
+        width=100,
+    )
+    return head + body
+
+
+def gates_yaml(profile: DataProfile, sizing: GateSizing | None) -> str:
+    raw: dict[str, Any] = {"label": profile.label}
+    lines = ["# Model gates, written by `mlcicd init`."]
+    if sizing is not None:
+        raw.update(sizing.gate_values())
+        lines.append("# Sized by a power calculation (mlcicd_dagster.init.sizing):")
+        lines += [f"#   {s}" for s in sizing.lines()]
+    else:
+        lines.append(
+            f"# Task {profile.task}: margins are the library's defaults for the task; the "
+            "gate's metadata shows its design false rejection at each run."
+        )
+    lines += [
+        "# Slices (judged per group, Holm-corrected) and a fairness column are yours to add:",
+        "#   slices: [{column: <categorical>}, {column: <numeric>, edges: [lo, a, b, hi]}]",
+        "# each slice test adds to the chance that an equally good model is rejected.",
+    ]
+    raw["slices"] = []
+    return "\n".join(lines) + "\n" + yaml.safe_dump(raw, sort_keys=False, width=100)
+
+
+def _readme(name: str, result_lines: list[str], source: str) -> str:
+    body = "\n".join(f"- {line}" for line in result_lines)
+    return (
+        f"# {name}\n\nWritten by `mlcicd init {name} --data {source}`.\n\n{body}\n\n"
+        f"Land batches (CSV or Parquet, the same columns) in "
+        f"`$MLCICD_HOME/landing/{name}/`; `mlcicd cycle` (or the running sensors) takes "
+        "them through the data gate, training, the model gates and the rollout.\n"
+    )
+
+
+def _write_csv_gz(df: pd.DataFrame, path: Path) -> None:
+    # mtime=0: the same rows make the same bytes (reviewable, reproducible)
+    df.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
+
+
+def _ensure_definitions(root: Path) -> bool:
+    path = root / "definitions.py"
+    if path.exists():
+        return False
+    tmp = path.with_name(f".definitions.py.{os.getpid()}.tmp")
+    tmp.write_text(DEFINITIONS_PY)
+    os.replace(tmp, path)
+    return True
+
+
+def init_pipeline(
+    name: str,
+    data: Path,
+    *,
+    label: str,
+    task: str | None = None,
+    id_column: str | None = None,
+    root: Path | None = None,
+    force: bool = False,
+) -> InitResult:
+    """Profile ``data`` and write ``<root>/assets/<name>/``; InitError names any problem."""
+    t0 = time.perf_counter()
+    _check_name(name)
+    root = Path(root or Path.cwd()).resolve()
+    assets = root / "assets"
+    target = assets / name
+    if target.exists() and not force:
+        raise InitError(
+            f"{target} already exists: choose another name, or pass --force to replace it"
+        )
+    df = read_data(Path(data))
+    profile = profile_frame(df, label=label, id_column=id_column, task=task)
+    _check_size(df, profile)
+    golden, rest = split_golden(df, profile)
+    sizing = size_gates(rest, golden, profile)
+    source = Path(data).name
+    new_location = not assets.exists()
+    assets.mkdir(parents=True, exist_ok=True)
+    # Written completely under assets/.init-*/<name>/ (same filesystem), then renamed.
+    scratch = Path(tempfile.mkdtemp(prefix=".init-", dir=assets))
+    staging = scratch / name
+    ok = False
+    try:
+        (staging / "data").mkdir(parents=True)
+        _write_csv_gz(golden, staging / "data" / "golden.csv.gz")
+        _write_csv_gz(rest, staging / "data" / "sample.csv.gz")
+        (staging / "expectations.yaml").write_text(suite_yaml(profile, name, source=source))
+        (staging / "gates.yaml").write_text(gates_yaml(profile, sizing))
+        (staging / "defs.yaml").write_text(defs_yaml(name, profile, source))
+        result = InitResult(
+            name=name,
+            folder=target,
+            profile=profile,
+            sizing=sizing,
+            golden_rows=len(golden),
+            sample_rows=len(rest),
+        )
+        (staging / "README.md").write_text(_readme(name, result.report(), source))
+        _verify(staging, profile)
+        if target.exists():  # --force: swap the complete new folder in, then drop the old
+            os.replace(target, scratch / f"{name}.old")
+        os.replace(staging, target)
+        ok = True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if new_location and not ok:
+            shutil.rmtree(assets, ignore_errors=True)
+    if new_location:  # a bare folder becomes a code location: assets/ is its package
+        (assets / "__init__.py").write_text('"""One folder per pipeline (defs.yaml)."""\n')
+    result.wrote_definitions = _ensure_definitions(root)
+    result.files = sorted(str(p.relative_to(root)) for p in target.rglob("*") if p.is_file())
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _verify(folder: Path, profile: DataProfile) -> None:
+    """What was written loads as the component, the data gate and the gates read it."""
+    from mlcicd_dagster.component import load_spec
+    from mlcicd_dagster.data.suite import load_suite
+    from mlcicd_dagster.models.config import load_gate_config
+
+    spec = load_spec(folder)  # validates every field against the golden set's columns
+    suite = load_suite(spec.suite_path)
+    if suite.label != profile.label or spec.label != profile.label:
+        raise InitError(f"internal: the written label is {suite.label!r}, not {profile.label!r}")
+    load_gate_config(spec.gates_path)

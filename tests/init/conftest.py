@@ -1,0 +1,8 @@
+"""Fixtures for the `mlcicd init` tests (the synthetic source is importable as init_synth)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
