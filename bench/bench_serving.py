@@ -41,6 +41,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -155,17 +156,22 @@ def register_champion(home_root: Path) -> tuple[str, list[str], list[float]]:
     return reg.version, features, row, integer
 
 
-def compute_floor(tracking_uri: str, version: str, features: list[str], seconds: float) -> dict:
-    """The model's own predict_proba on batches of 16 rows, one thread: rows/s."""
+def floor_model(tracking_uri: str, version: str, features: list[str]) -> tuple[Any, Any]:
+    """(estimator, 16 rows): the registered model loaded as the server loads it."""
     import numpy as np
     import pandas as pd
-    from threadpoolctl import threadpool_limits
 
     from mlcicd_dagster.models.loading import load_predictor
 
     predictor = load_predictor(f"models:/{MODEL}/{version}", tracking_uri=tracking_uri)
-    estimator = predictor.estimator  # type: ignore[attr-defined]
     x = pd.read_csv(DATA)[features].iloc[:16].to_numpy(np.float64)
+    return predictor.estimator, x  # type: ignore[attr-defined]
+
+
+def compute_floor(estimator: Any, x: Any, seconds: float) -> dict:
+    """The model's own predict_proba on batches of 16 rows, one thread: rows/s."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1):
         estimator.predict_proba(x)
         calls, t0 = 0, time.perf_counter()
@@ -173,13 +179,14 @@ def compute_floor(tracking_uri: str, version: str, features: list[str], seconds:
             estimator.predict_proba(x)
             calls += 1
         elapsed = time.perf_counter() - t0
-    return {"rows_per_s": calls * 16 / elapsed, "ms_per_call": elapsed / calls * 1000}
+    return {"rows_per_s": calls * len(x) / elapsed, "ms_per_call": elapsed / calls * 1000}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--duration", type=int, default=10, help="seconds of load per server")
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of ours / v2 / floor")
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--server-args", default="", help="extra arguments for our server (tuning)")
     p.add_argument("--ours-only", action="store_true", help="tuning: ours and the floor only")
@@ -249,16 +256,29 @@ def main() -> None:
         )
         procs.append(proc)
         wait_http(f"{url}/ready", proc)
-        measure("ours", f"{url}/invocations", proc, stop=False)
-        measure("ours v2", f"{url}/v2/models/{MODEL}/infer", proc, body=v2_file)
+        # Rounds of (ours /invocations, ours v2, the floor) back to back: on a shared
+        # machine the load changes by the minute; each ratio is taken within a round and
+        # the verdict is on the medians.
+        estimator, x16 = floor_model(tracking, version, features)
+        rounds = []
+        for r in range(a.rounds):
+            measure("ours", f"{url}/invocations", proc, stop=False)
+            measure("ours v2", f"{url}/v2/models/{MODEL}/infer", proc, body=v2_file, stop=False)
+            fl = compute_floor(estimator, x16, max(2.0, a.duration / 2))
+            rounds.append({"ours": results["ours"], "v2": results["ours v2"], "floor": fl})
+            print(f"round {r + 1}: floor {fl}", flush=True)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
         log_rows = _count_log_rows(home.predictions(MODEL))
-        floor = compute_floor(tracking, version, features, max(3.0, a.duration / 2))
-        print(f"floor: {floor}", flush=True)
+        rounds.sort(key=lambda rd: rd["ours"]["rps"] / rd["floor"]["rows_per_s"])
+        median = rounds[len(rounds) // 2]
+        results["ours"], results["ours v2"], floor = median["ours"], median["v2"], median["floor"]
+        floor["rounds"] = [
+            (rd["ours"]["rps"] / rd["floor"]["rows_per_s"], rd["v2"]["rps"] / rd["ours"]["rps"])
+            for rd in rounds
+        ]
         if a.ours_only:
-            print(
-                f"ours / floor: {results['ours']['rps'] / floor['rows_per_s']:.0%}   v2 / "
-                f"invocations: {results['ours v2']['rps'] / results['ours']['rps']:.0%}"
-            )
+            print(f"rounds (ours/floor, v2/ours): {floor['rounds']}")
             return
 
         port = free_port()
@@ -293,8 +313,8 @@ def main() -> None:
     same_v2 = all(abs(a_ - b_) < 1e-12 for a_, b_ in zip(v2_pred, theirs[0], strict=False))
     vs_mlflow = ours["rps"] / mlf["rps"]
     vs_noop = ours["rps"] / noop["rps"]
-    vs_floor = ours["rps"] / floor["rows_per_s"]
-    v2_ratio = v2["rps"] / ours["rps"]
+    vs_floor = sorted(r[0] for r in floor["rounds"])[len(floor["rounds"]) // 2]
+    v2_ratio = sorted(r[1] for r in floor["rounds"])[len(floor["rounds"]) // 2]
     verdict = {
         ">= 20x mlflow req/s": vs_mlflow >= 20,
         "p99 <= 20 ms (logging on)": ours["p99_ms"] <= 20,
@@ -338,7 +358,8 @@ def _write_doc(
     )
     load = os.getloadavg()[0]
     goals = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {g}" for g, ok in verdict.items())
-    args = f"--duration {a.duration} --connections {a.connections}"
+    args = f"--duration {a.duration} --connections {a.connections} --rounds {a.rounds}"
+    per_round = ", ".join(f"{f:.0%} / {v:.0%}" for f, v in floor["rounds"])
     section = f"""{SECTION}
 
 Command: `.venv/bin/python -m bench.bench_serving {args}`
@@ -354,7 +375,9 @@ during its run).
 {rows}
 
 ours / mlflow: **{vs_mlflow:.1f}x** req/s; ours / no-op: **{vs_noop:.0%}**; ours / the
-model's own scoring at batch 16: **{vs_floor:.0%}**; v2 / `/invocations`: **{v2_ratio:.0%}**.
+model's own scoring at batch 16: **{vs_floor:.0%}**; v2 / `/invocations`: **{v2_ratio:.0%}**
+(medians over {a.rounds} back-to-back rounds of ours, v2 and the floor; per round
+ours/floor and v2/ours: {per_round}; the table shows the median round).
 
 {goals}
 """
