@@ -150,7 +150,7 @@ class ServedModel:
             batch_seconds.observe(seconds)
 
         self.batcher = MicroBatcher(
-            pyfunc_output_fn(predictor, capped=config.model_threads == 1),
+            pyfunc_output_fn(predictor),
             executor=executor,
             max_batch_rows=config.max_batch_rows,
             max_wait_s=config.max_wait_ms / 1000.0,

@@ -19,12 +19,8 @@ from typing import Any
 import numpy as np
 
 
-def pyfunc_output_fn(predictor: Any, capped: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """Scores a float64 feature matrix as the model's logged pyfunc would.
-
-    ``capped``: the process already runs models on one thread (``limit_model_threads``),
-    so no per-call OpenMP limit is needed.
-    """
+def pyfunc_output_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores a float64 feature matrix as the model's logged pyfunc would."""
     from mlcicd_dagster.serving.deployment import score_fn
 
     own = getattr(predictor, "pyfunc_predict", None)
@@ -35,11 +31,11 @@ def pyfunc_output_fn(predictor: Any, capped: bool = False) -> Callable[[np.ndarr
     except ImportError:  # pragma: no cover - the models package is part of the library
         SklearnPredictor = None  # type: ignore[assignment,misc]  # noqa: N806
     if SklearnPredictor is not None and isinstance(predictor, SklearnPredictor):
-        return _sklearn_predict_proba(predictor, capped)
+        return _sklearn_predict_proba(predictor)
     return score_fn(predictor)  # torch: P(positive) per row, as its pyfunc returns
 
 
-def _sklearn_predict_proba(predictor: Any, capped: bool) -> Callable[[np.ndarray], np.ndarray]:
+def _sklearn_predict_proba(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     """The estimator's own ``predict_proba`` (``predict`` for regression), as the logged
     pyfunc calls it (``pyfunc_predict_fn``), on one OpenMP thread for micro-batches."""
     import pandas as pd
@@ -54,7 +50,7 @@ def _sklearn_predict_proba(predictor: Any, capped: bool) -> Callable[[np.ndarray
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         x: Any = pd.DataFrame(matrix, columns=names) if wants_frame else matrix
-        if not capped and matrix.shape[0] <= SINGLE_THREAD_MAX_ROWS:
+        if matrix.shape[0] <= SINGLE_THREAD_MAX_ROWS:
             with _openmp_single_thread():
                 return np.asarray(method(x))
         return np.asarray(method(x))
