@@ -49,7 +49,13 @@ def default_loader(ref: ModelRef, tracking_uri: str) -> Any:
     import tempfile
     from pathlib import Path
 
-    from mlcicd_dagster.models.loading import ModelLoadError, load_predictor, resolve_model_version
+    from mlcicd_dagster.models.loading import (
+        ModelLoadError,
+        declared_trusted_types,
+        load_predictor,
+        model_name_of,
+        resolve_model_version,
+    )
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
@@ -70,7 +76,11 @@ def default_loader(ref: ModelRef, tracking_uri: str) -> Any:
                 )
             except MlflowException as exc:
                 raise ModelLoadError(f"cannot download {pinned}: {exc.message}") from exc
-        predictor = load_predictor(str(local), version=ref.version or resolved)
+        # The pipeline's declared skops types, as load_predictor finds them by model name.
+        trusted = declared_trusted_types(model_name_of(ref.model_uri))
+        predictor = load_predictor(
+            str(local), version=ref.version or resolved, trusted_types=trusted
+        )
         predictor.mlmodel = Model.load(str(local / "MLmodel"))  # type: ignore[attr-defined]
     return predictor
 
