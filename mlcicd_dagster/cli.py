@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -155,15 +154,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_cycle(args: argparse.Namespace) -> int:
-    from mlcicd_dagster.pipeline.cycle import run_cycle
+    from mlcicd_dagster.pipeline.cycle import CycleInterrupted, run_cycle, stop_on_signals
 
     module = load_code_location()
     location = _location(module)
     instance = dagster_instance()
     reports = {}
-    for p in location.select(args.pipeline):
-        names = [s.name for s in p.sensors]
-        reports[p.spec.dataset] = run_cycle(module.defs, instance, sensor_names=names)
+    with stop_on_signals():
+        try:
+            for p in location.select(args.pipeline):
+                names = [s.name for s in p.sensors]
+                reports[p.spec.dataset] = run_cycle(module.defs, instance, sensor_names=names)
+        except CycleInterrupted as exc:
+            print(
+                f"mlcicd: cycle stopped by {exc.signal_name}: the run in progress (if any) "
+                "was failed and is redone by the next cycle; a rollout in flight is left "
+                "consistent for the next tick",
+                file=sys.stderr,
+            )
+            return exc.exit_code
     ok = all(r.ok for r in reports.values())
     if args.json:
         per = {name: r.to_dict() for name, r in reports.items()}
@@ -185,11 +194,18 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from mlcicd_dagster.pipeline.status import collect_status, print_status
+    from mlcicd_dagster.pipeline.status import BackendDown, bounded, collect_status, print_status
 
     location = _location(load_code_location())
-    instance = dagster_instance()
-    statuses = {p.spec.dataset: collect_status(p, instance) for p in location.select(args.pipeline)}
+    backends: dict[str, str] = {}
+    try:
+        instance = bounded("dagster", dagster_instance)
+    except BackendDown as exc:
+        backends["dagster"], instance = exc.why, None
+    statuses = {
+        p.spec.dataset: collect_status(p, instance, dict(backends))
+        for p in location.select(args.pipeline)
+    }
     if args.json:
         if args.pipeline is not None:
             out = statuses[args.pipeline]
@@ -282,12 +298,13 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if args.pipeline:
         print(f"  assets of {args.pipeline}: http://127.0.0.1:{args.port}/asset-groups")
     print(f"MLflow UI on {ui_url} (store {home.tracking_uri})")
+    from mlcicd_dagster.platform.supervise import supervise
+
     try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 130
+        # SIGTERM/SIGINT stop every child (dagster dev stops its webserver and daemon).
+        return supervise({"dagster": cmd}, env)
     finally:
-        mlflow_ui.stop(ui)
+        mlflow_ui.stop(ui)  # the MLflow UI too (a failure of it never stops Dagster's)
 
 
 def _is_dg_project(root: Path) -> bool:

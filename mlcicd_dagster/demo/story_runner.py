@@ -94,7 +94,16 @@ class StoryRunner:
         print_cycle(report)
         if not report.ok:
             raise SystemExit("the demo hit an error: see the runs above")
+        self.settle()
         return report
+
+    def settle(self) -> None:
+        """Tick the rollout controller (as the daemon would) until no rollout is in flight."""
+        from mlcicd_dagster.pipeline.cycle import settle_rollouts
+
+        limit = float(os.environ.get("MLCICD_CANARY_MAX_DURATION_S", "240")) + 30
+        interval = float(os.environ.get("MLCICD_CANARY_CHECK_INTERVAL_S", "2"))
+        settle_rollouts(self.module.defs, self._instance(), timeout_s=limit, interval_s=interval)
 
     def start_traffic(self, rows: pd.DataFrame, label: str) -> None:
         self.traffic = TrafficReplayer(self.url, rows, label, rate_per_s=TRAFFIC_RATE).start()
@@ -120,6 +129,7 @@ class StoryRunner:
 
         outcome = run_deploy_job(self.p, self.module.defs, self._instance(), version)
         print(f"  deploy run {outcome['run_id'][:8]}: {outcome['status']}")
+        self.settle()
 
     def monitor_until_retrain(self, max_windows: int) -> None:
         """Serve the drifted traffic window after window until the policy retrains."""

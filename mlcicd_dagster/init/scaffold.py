@@ -173,16 +173,16 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
 
     if profile.task != "binary":
         return None
+    from mlcicd_dagster.models.tasks import make_task
+
     classes = list(profile.classes)
-    positive = 1 if set(classes) == {0, 1} else classes[-1]
-    features = list(profile.features)
     try:
         a, b, train_rows = reference_scores(
             pool,
             golden,
-            features=features,
+            features=list(profile.features),
             label=profile.label,
-            positive=positive,
+            classes=classes,
             trainer=TRAINER,
             trainer_params=TRAINER_PARAMS,
             seed=SEED,
@@ -191,16 +191,17 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
         raise InitError(
             f"the default {TRAINER} trainer cannot learn from this file: {exc}"
         ) from None
-    y = (golden[profile.label] == positive).to_numpy().astype(np.int64)
+    y = make_task("binary", classes).encode(golden[profile.label])
     holdout = int(math.floor(HOLDOUT_FRACTION * len(pool)))
     return size_binary(y, a, b, holdout_rows=holdout, reference_train_rows=train_rows)
 
 
 def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
-    attributes: dict[str, Any] = {
-        "task": profile.task,
-        "label": profile.label,
-    }
+    attributes: dict[str, Any] = {"task": profile.task}
+    if profile.task != "regression":
+        # in output order; binary: the second is the positive class (P of it is served)
+        attributes["classes"] = list(profile.classes)
+    attributes["label"] = profile.label
     if profile.id_column is not None:
         attributes["id_column"] = profile.id_column
     attributes["features"] = {

@@ -146,24 +146,31 @@ def reference_scores(
     *,
     features: list[str],
     label: str,
-    positive: Any,
+    classes: list[Any],
     trainer: str = "sklearn",
     trainer_params: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Scores of two honest retrains (disjoint halves of ``pool``) on ``golden``.
+    """P(``classes[1]``) on ``golden`` of two honest retrains (disjoint halves of ``pool``).
 
-    One thread each: OpenMP's spinning threads cost ten times more than they save on a
-    shared machine at these sizes (measured: 10 s vs 0.6 s for 2,000 rows on 2 busy cores).
+    The pipeline's own trainer for a binary task with these classes, on raw labels (the
+    task encodes them). One thread each: OpenMP's spinning threads cost ten times more
+    than they save on a shared machine at these sizes (measured: 10 s vs 0.6 s for
+    2,000 rows on 2 busy cores).
     """
+    from mlcicd_dagster.models.tasks import make_task
     from mlcicd_dagster.models.trainers import make_trainer
 
-    y = (pool[label] == positive).to_numpy().astype(np.int64)
+    task = make_task("binary", classes)
+    y = task.encode(pool[label])
     first, second = _halves(y, seed)
     scores = []
     for i, idx in enumerate((first, second)):
-        model = make_trainer(trainer, trainer_params or {}).fit(
-            pool.iloc[idx][features].reset_index(drop=True), y[idx], seed=seed + i, threads=1
+        model = make_trainer(trainer, trainer_params or {}, task=task).fit(
+            pool.iloc[idx][features].reset_index(drop=True),
+            pool[label].iloc[idx].reset_index(drop=True),
+            seed=seed + i,
+            threads=1,
         )
         scores.append(np.asarray(model.predictor.predict_proba(golden[features]), np.float64))
     return scores[0], scores[1], min(len(first), len(second))

@@ -10,11 +10,28 @@ is never requested again).
 
 A run that fails because a blocking gate said no is the system doing its job
 (``outcome = "rejected"``); any other failure is an error.
+
+One runner per request: a request with a run key is claimed with a lease in the
+home (``run-<key digest>``) before the "already ran?" check, so two cycles (or a cycle
+and the daemon, which records its run before launching it) never both run it.
+Every run carries the pid and host of this process (``orphans.process_tags``): if
+this process dies, the next cycle or the daemon fails the run and redoes its work.
+
+SIGTERM and SIGINT stop a cycle cleanly (``stop_on_signals``): a run in progress is
+interrupted through Dagster (it ends FAILURE, tagged to be redone), a sensor tick
+(the rollout controller's included) is finished first, and the cycle raises
+``CycleInterrupted`` (the CLI exits 128 + signal number).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import signal
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +43,97 @@ RUN_KEY_TAG = "dagster/run_key"  # the tag the daemon puts on sensor-launched ru
 # monitoring pass, a feedback batch landing): a few passes settle it, a bound
 # keeps a misbehaving sensor from looping forever.
 MAX_PASSES = 3
+
+
+CLAIM_TAG = "mlcicd/claim"  # unique per executed request: finds the run if interrupted
+
+
+class CycleInterrupted(KeyboardInterrupt):
+    """SIGTERM/SIGINT stopped the cycle (after finishing or interrupting what ran)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(getattr(signal.Signals, self.signal_name, signal.SIGTERM))
+
+
+class _Stop:
+    """Signal state of this process's cycle: which signal arrived, and where we are.
+
+    During a run Dagster installs its own SIGINT/SIGTERM handler (it interrupts the step);
+    the signal number still reaches ``wakeup`` (``signal.set_wakeup_fd``), so the cycle
+    learns which signal stopped it whoever handled it.
+    """
+
+    pending: str | None = None
+    in_run = False
+    defer = 0
+    wakeup: int | None = None
+
+
+def _drain_signals() -> None:
+    if _Stop.wakeup is None:
+        return
+    try:
+        data = os.read(_Stop.wakeup, 64)
+    except (BlockingIOError, OSError):
+        return
+    for b in data:
+        if b in (signal.SIGTERM, signal.SIGINT) and not _Stop.pending:
+            _Stop.pending = signal.Signals(b).name
+
+
+def _on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
+    name = signal.Signals(signum).name
+    _Stop.pending = _Stop.pending or name
+    if _Stop.in_run:
+        if signum != signal.SIGINT:  # Dagster interrupts the run's step on SIGINT
+            os.kill(os.getpid(), signal.SIGINT)
+        return
+    if _Stop.defer:
+        return  # raised once the tick in progress is finished
+    raise CycleInterrupted(name)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Install the cycle's SIGTERM/SIGINT handlers for the block (main thread only)."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    _Stop.pending, _Stop.in_run, _Stop.defer = None, False, 0
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    old_fd = signal.set_wakeup_fd(w)
+    _Stop.wakeup = r
+    for s in old:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        signal.set_wakeup_fd(old_fd)
+        _Stop.wakeup = None
+        os.close(r)
+        os.close(w)
+
+
+@contextlib.contextmanager
+def _deferred() -> Iterator[None]:
+    _Stop.defer += 1
+    try:
+        yield
+    finally:
+        _Stop.defer -= 1
+    _check_stop()
+
+
+def _check_stop() -> None:
+    if _Stop.pending and not _Stop.defer:
+        raise CycleInterrupted(_Stop.pending)
 
 
 @dataclass
@@ -73,10 +181,35 @@ def run_cycle(
     for _ in range(max_passes):
         requested = 0
         for sensor in sensors:
+            _check_stop()
             requested += _evaluate_once(defs, instance, sensor, report, quiet)
         if not requested:
             break
     return report
+
+
+CONTROLLER_SUFFIX = "_rollout_controller"  # the rollout controller sensors' names end so
+UNSETTLED = ("holding", "advanced", "busy", "repaired")
+
+
+def settle_rollouts(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    *,
+    timeout_s: float,
+    interval_s: float = 2.0,
+    quiet: bool = True,
+) -> CycleReport:
+    """Tick the rollout controllers every ``interval_s`` until no rollout is in flight (or
+    ``timeout_s``): what the demo and tests do instead of waiting for the daemon."""
+    names = [s.name for s in defs.sensors or [] if s.name.endswith(CONTROLLER_SUFFIX)]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = run_cycle(defs, instance, sensor_names=names, max_passes=1, quiet=quiet)
+        busy = [v for v in report.skipped.values() if v.split(":", 1)[0] in UNSETTLED]
+        if not busy or time.monotonic() >= deadline:
+            return report
+        time.sleep(interval_s)
 
 
 def _evaluate_once(
@@ -95,8 +228,9 @@ def _evaluate_once(
         sensor_name=sensor.name,
         resources=defs.resources,
     )
-    result = sensor(context)
-    run_requests, new_cursor, skip = _unpack(result, context)
+    with _deferred():  # a signal waits for the tick (e.g. the rollout controller's) to end
+        result = sensor(context)
+        run_requests, new_cursor, skip = _unpack(result, context)
     for req in _dynamic_requests(result):
         if isinstance(req, dg.AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -106,16 +240,39 @@ def _evaluate_once(
     if skip:
         report.skipped[sensor.name] = skip
     for rr in run_requests:
-        if rr.run_key and _already_ran(instance, rr.run_key):
-            continue  # the daemon (or an earlier cycle) already launched this request
-        job_name = rr.job_name or _sensor_job_name(sensor)
-        outcome = _execute(defs, instance, sensor.name, job_name, rr, quiet)
+        _check_stop()
+        with _claim(rr.run_key) as mine:
+            if not mine or (rr.run_key and _already_ran(instance, rr.run_key)):
+                continue  # another process runs it, or the daemon/a cycle already did
+            job_name = rr.job_name or _sensor_job_name(sensor)
+            outcome = _execute(defs, instance, sensor.name, job_name, rr, quiet)
         report.runs.append(outcome)
         if outcome.outcome != "success":
             _alert(outcome)
+        _check_stop()
     if new_cursor is not None and new_cursor != cursor:
         instance.run_storage.set_cursor_values({key: new_cursor})
     return len(run_requests)
+
+
+@contextlib.contextmanager
+def _claim(run_key: str | None) -> Iterator[bool]:
+    """Hold the lease of ``run_key`` for the block; yields False if another process has it."""
+    if not run_key:
+        yield True
+        return
+    from mlcicd_dagster.platform.home import Home
+    from mlcicd_dagster.platform.lease import Lease
+
+    digest = hashlib.sha256(run_key.encode()).hexdigest()[:24]
+    lease = Lease(Home.from_env().lease(f"run-{digest}"), owner=f"cycle run {run_key[:200]}")
+    if not lease.try_acquire():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lease.release()
 
 
 def _already_ran(instance: dg.DagsterInstance, run_key: str) -> bool:
@@ -172,18 +329,38 @@ def _execute(
     run_config = dict(rr.run_config or {})
     if quiet:  # events still go to the instance (the UI); only the console is spared
         run_config.setdefault("loggers", {"console": {"config": {"log_level": "CRITICAL"}}})
+    from mlcicd_dagster.pipeline.orphans import mark_interrupted, process_tags
+
     tags = {**(rr.tags or {}), "dagster/sensor_name": sensor_name, "mlcicd/via": "cycle"}
+    tags.update(process_tags())
+    tags[CLAIM_TAG] = uuid.uuid4().hex
+    tags["dagster/max_retries"] = "0"  # redone by the orphaned-runs sensor, not retried
     if rr.run_key:
         tags[RUN_KEY_TAG] = rr.run_key
     started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=instance,
-        partition_key=rr.partition_key,
-        tags=tags,
-        run_config=run_config or None,
-        asset_selection=list(rr.asset_selection) if rr.asset_selection else None,
-        raise_on_error=False,
-    )
+    _Stop.in_run = True
+    try:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=rr.partition_key,
+            tags=tags,
+            run_config=run_config or None,
+            asset_selection=list(rr.asset_selection) if rr.asset_selection else None,
+            raise_on_error=False,
+        )
+    except KeyboardInterrupt:
+        _Stop.pending = _Stop.pending or "SIGINT"
+        result = None
+    finally:
+        _Stop.in_run = False
+    _drain_signals()
+    if result is not None and not result.success and _was_interrupted(result):
+        _Stop.pending = _Stop.pending or "SIGINT"
+    if result is None or (_Stop.pending and not result.success):
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={CLAIM_TAG: tags[CLAIM_TAG]}), limit=1)
+        if runs:
+            mark_interrupted(instance, runs[0].run_id, _Stop.pending or "SIGINT")
+        raise CycleInterrupted(_Stop.pending or "SIGINT")
     failed_checks = [
         f"{e.asset_key.to_user_string()}:{e.check_name}"
         for e in result.get_asset_check_evaluations()
@@ -206,6 +383,15 @@ def _execute(
         failed_checks=failed_checks,
         error=error,
     )
+
+
+def _was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    for e in result.all_events:
+        if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE"):
+            text = f"{e.message or ''} {getattr(e.event_specific_data, 'error', '') or ''}"
+            if "Interrupt" in text or "interrupted" in text:
+                return True
+    return False
 
 
 def _non_check_failures(result: dg.ExecuteInProcessResult) -> list[Any]:

@@ -1,10 +1,13 @@
 """The deploy ops' bodies (called by the graph-backed ``deployment`` asset).
 
-prepare: recover an interrupted rollout (resume_or_revert), then pick the version
-  to roll out: the last candidate the model gates passed, or an explicitly named
-  version (an operator's hotfix: rolled out with the canary as its only judge).
-execute: blue-green the first time (nothing to compare a canary with), else the
-  spec's strategy; decisions are statistical and recorded.
+prepare: pick the version to roll out: the last candidate the model gates passed,
+  or an explicitly named version (an operator's hotfix: rolled out with the canary
+  as its only judge).
+execute: *stage* it and return (``rollout.controller.begin``): blue-green the first
+  time (nothing to compare a canary with) and switches at once; a canary is left at
+  its first traffic step and a shadow mirroring traffic, for the rollout controller
+  sensor (``pipeline.rollout_controller``) to finish tick by tick. No run waits for
+  traffic.
 record: keep the outcome for the deployment checks and ``mlcicd status``.
 """
 
@@ -29,6 +32,7 @@ CANARY_ENV = {
     "step_min_samples": "MLCICD_CANARY_STEP_MIN_SAMPLES",
     "max_duration_s": "MLCICD_CANARY_MAX_DURATION_S",
 }
+STEPS_ENV = "MLCICD_CANARY_STEPS"  # e.g. "0.3,0.6": traffic steps instead of the spec's
 
 
 def make_target(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
@@ -49,14 +53,10 @@ def _client(mlcicd: MlcicdResource) -> Any:
 
 
 def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, log: Logger):
-    from mlcicd_dagster.rollout.strategies import resume_or_revert
-
+    # An interrupted rollout is the controller's to finish or revert, not this step's.
     target, client = make_target(spec, mlcicd), _client(mlcicd)
-    recovered = resume_or_revert(target, registry=client)
-    if recovered.outcome != "unchanged":
-        log.warning(f"previous rollout was interrupted: {recovered.outcome}")
     state = target.read_state()
-    plan: dict[str, Any] = {"recovered": recovered.outcome, "forced": bool(config.version)}
+    plan: dict[str, Any] = {"forced": bool(config.version)}
     if config.version:
         mv = client.get_model_version(spec.model_name, config.version)
         version, run_id = str(mv.version), mv.run_id
@@ -71,6 +71,10 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
             return {**plan, "action": "none", "why": why}
     if state.stable is not None and state.stable.version == version:
         return {**plan, "action": "none", "why": f"v{version} already serves as stable"}
+    inflight = state.canary or state.shadow
+    if inflight is not None and inflight.version == version:
+        why = f"v{version} is already rolling out ({state.phase}); the rollout controller has it"
+        return {**plan, "action": "none", "why": why}
     strategy = config.strategy or spec.rollout.strategy
     if state.stable is None:
         strategy = "blue_green"
@@ -87,13 +91,28 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
 def canary_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
-    steps = tuple(w for w in spec.rollout.canary_steps if w < 1.0)
+    raw_steps = os.environ.get(STEPS_ENV)
+    declared = (
+        tuple(float(w) for w in raw_steps.split(",")) if raw_steps else spec.rollout.canary_steps
+    )
+    steps = tuple(w for w in declared if w < 1.0)
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
     for field, env in CANARY_ENV.items():
         if os.environ.get(env):
             raw = os.environ[env]
             values[field] = int(raw) if field == "step_min_samples" else float(raw)
     return CanaryConfig(steps=steps, **values)
+
+
+def shadow_config(spec: PipelineSpec) -> Any:
+    from mlcicd_dagster.rollout.strategies import ShadowConfig
+
+    values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
+    if os.environ.get(CANARY_ENV["check_interval_s"]):
+        values["check_interval_s"] = float(os.environ[CANARY_ENV["check_interval_s"]])
+    if os.environ.get(CANARY_ENV["max_duration_s"]):
+        values["max_duration_s"] = float(os.environ[CANARY_ENV["max_duration_s"]])
+    return ShadowConfig(fraction=spec.rollout.shadow_fraction, **values)
 
 
 def execute_rollout(
@@ -105,8 +124,7 @@ def execute_rollout(
     import pandas as pd
 
     from mlcicd_dagster.models.loading import load_predictor
-    from mlcicd_dagster.rollout import strategies
-    from mlcicd_dagster.rollout.evidence import LogEvidenceSource
+    from mlcicd_dagster.rollout import controller
     from mlcicd_dagster.rollout.state import ModelRef
 
     target, client = make_target(spec, mlcicd), _client(mlcicd)
@@ -117,30 +135,18 @@ def execute_rollout(
     expected = load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict_proba(
         smoke_rows
     )
-    common = {"smoke_rows": smoke_rows, "registry": client}
     strategy = plan["strategy"]
-    log.info(f"rolling out v{candidate.version} ({strategy})")
-    if strategy == "blue_green":
-        result = strategies.blue_green(target, candidate, expected_scores=expected, **common)
-    elif strategy == "canary":
-        result = strategies.canary(
-            target,
-            candidate,
-            evidence=LogEvidenceSource(mlcicd.home, spec.model_name),
-            config=canary_config(spec),
-            expected_scores=expected,
-            **common,
-        )
-    elif strategy == "shadow":
-        result = strategies.shadow(
-            target,
-            candidate,
-            evidence=LogEvidenceSource(mlcicd.home, spec.model_name),
-            config=strategies.ShadowConfig(fraction=spec.rollout.shadow_fraction),
-            **common,
-        )
-    else:
-        raise ValueError(f"unknown rollout strategy {strategy!r}")
+    log.info(f"staging v{candidate.version} ({strategy})")
+    result = controller.begin(
+        target,
+        candidate,
+        strategy,
+        canary_config=canary_config(spec),
+        shadow_config=shadow_config(spec),
+        smoke_rows=smoke_rows,
+        expected_scores=expected,
+        registry=client,
+    )
     out = result.to_dict()
     out["plan"] = plan
     out["dagster_run_id"] = run_id
@@ -162,8 +168,14 @@ def record(spec: PipelineSpec, mlcicd: MlcicdResource, outcome: dict, log: Logge
         "serving": state.serving_versions(),
         "revision": state.revision,
     }
-    if summary["outcome"] != "unchanged" or not _last_rollout_path(spec, mlcicd).exists():
-        atomic_write_json(_last_rollout_path(spec, mlcicd), summary)
+    summary["rollout_id"] = outcome.get("rollout_id")
+    if summary["outcome"] == "in_progress":
+        summary["why"] = (
+            f"{summary['strategy']} of v{summary['version']} staged; the rollout controller "
+            "sensor moves it on as evidence arrives (`mlcicd status` says what it waits for)"
+        )
+    if summary["outcome"] != "unchanged" or not last_rollout_path(spec, mlcicd.home).exists():
+        atomic_write_json(last_rollout_path(spec, mlcicd.home), summary)
     if summary["outcome"] == "rolled_back":
         from mlcicd_dagster.platform.alerts import send_alert
 
@@ -185,8 +197,8 @@ def record(spec: PipelineSpec, mlcicd: MlcicdResource, outcome: dict, log: Logge
     return summary
 
 
-def _last_rollout_path(spec: PipelineSpec, mlcicd: MlcicdResource):
-    return records.model_dir(mlcicd.home, spec) / "last_rollout.json"
+def last_rollout_path(spec: PipelineSpec, home: Any) -> Any:
+    return records.model_dir(home, spec) / "last_rollout.json"
 
 
 def _decisions_table(decisions: list[dict]) -> dg.TableMetadataValue:
@@ -204,7 +216,7 @@ def _s(v: Any) -> str:
 
 def decision_checks(spec: PipelineSpec, mlcicd: MlcicdResource):
     """One check result per decision kind of the last rollout (absent kinds pass as n/a)."""
-    last = records.read_json(_last_rollout_path(spec, mlcicd)) or {}
+    last = records.read_json(last_rollout_path(spec, mlcicd.home)) or {}
     by_check: dict[str, list[dict]] = {}
     for d in last.get("decisions", []):
         by_check.setdefault(d["check"], []).append(d)
@@ -253,6 +265,8 @@ def alias_check(spec: PipelineSpec, mlcicd: MlcicdResource) -> dg.AssetCheckResu
 
 def run_deploy_job(p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, version: str):
     """Run the deploy job for one named version (what an operator does from the UI)."""
+    from mlcicd_dagster.pipeline.orphans import process_tags
+
     job = defs.resolve_job_def(p.job_name("deploy"))
     op = f"{p.spec.dataset}__prepare_rollout"
     graph = dg.AssetKey(p.spec.key("deployment")).to_python_identifier()
@@ -262,7 +276,7 @@ def run_deploy_job(p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, v
             "ops": {graph: {"ops": {op: {"config": {"version": version}}}}},
             "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
         },
-        tags={"mlcicd/trigger": "manual_deploy", "mlcicd/version": version},
+        tags={"mlcicd/trigger": "manual_deploy", "mlcicd/version": version, **process_tags()},
         raise_on_error=False,
     )
     return {"run_id": result.run_id, "status": "success" if result.success else "failure"}

@@ -51,7 +51,9 @@ def build_model_assets(spec: PipelineSpec):
     )
     def model(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.model_gate import train_candidate
+        from mlcicd_dagster.platform.faults import point
 
+        point("training")  # fault tests only (MLCICD_FAULT)
         return train_candidate(spec, mlcicd, context.run.run_id, context.log)
 
     gate_specs = [
@@ -68,7 +70,9 @@ def build_model_assets(spec: PipelineSpec):
     )
     def model_gates(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.model_gate import judge_all
+        from mlcicd_dagster.platform.faults import point
 
+        point("gates")  # fault tests only (MLCICD_FAULT)
         yield from judge_all(spec, mlcicd, context.run.run_id, context.log)
 
     return [training_set, model], [model_gates]

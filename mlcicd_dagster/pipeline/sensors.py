@@ -23,7 +23,51 @@ def build_sensors(p: PipelineDefs, *, running: bool) -> list[dg.SensorDefinition
         _monitoring_sensor(p, status),
         _retrain_sensor(p, status),
         _failure_sensor(p, status),
+        _orphans_sensor(p, status),
+        _rollout_controller_sensor(p, status),
     ]
+
+
+def _rollout_controller_sensor(
+    p: PipelineDefs, status: dg.DefaultSensorStatus
+) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.sensor(
+        name=f"{spec.dataset}_rollout_controller",
+        minimum_interval_seconds=max(1, int(spec.rollout.poll_interval_s)),
+        default_status=status,
+        description="Moves the rollout in flight on by one tick: advance a canary step, "
+        "promote, roll back or hold (what it waits for is in `mlcicd status`).",
+    )
+    def rollout_controller(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.rollout_controller import controller_tick
+
+        report = controller_tick(spec, mlcicd)
+        if report.outcome not in ("idle", "holding"):
+            context.log.info(report.message)
+        return dg.SkipReason(f"{report.outcome}: {report.message}")
+
+    return rollout_controller
+
+
+def _orphans_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+    job_names = {j.name for j in p.jobs}
+
+    @dg.sensor(
+        name=f"{spec.dataset}_orphaned_runs",
+        jobs=p.jobs,
+        minimum_interval_seconds=MONITORING_INTERVAL_S,
+        default_status=status,
+        description="Runs whose process died are failed with the reason and run again.",
+    )
+    def orphaned_runs(context: dg.SensorEvaluationContext):
+        from mlcicd_dagster.pipeline.orphans import orphans_tick
+
+        return orphans_tick(context.instance, job_names)
+
+    return orphaned_runs
 
 
 def _landing_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:

@@ -1,21 +1,79 @@
-"""``mlcicd status``: what serves, the last gates, quarantine, monitoring, tracking URI."""
+"""``mlcicd status``: what serves, the last gates, quarantine, monitoring, tracking URI.
+
+Never crashes, never hangs: each backend (MLflow registry, Dagster instance) is asked
+in a worker thread with a deadline (``BACKEND_TIMEOUT_S``); one that fails or does not
+answer in time is named under ``backends`` and its part says so, the rest is reported.
+An unreadable deployment state falls back to its last good copy (and says so).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dagster as dg
 
 from mlcicd_dagster.pipeline import records
 from mlcicd_dagster.pipeline.factory import PipelineDefs
 from mlcicd_dagster.platform.home import Home
-from mlcicd_dagster.rollout.state import read_state
+from mlcicd_dagster.rollout.state import (
+    DeploymentState,
+    DeploymentStateError,
+    read_state,
+    state_is_corrupt,
+)
+
+BACKEND_TIMEOUT_S = 5.0  # per backend; `status` answers within seconds when one is down
+T = TypeVar("T")
 
 
-def collect_status(p: PipelineDefs, instance: dg.DagsterInstance | None = None) -> dict[str, Any]:
+class BackendDown(RuntimeError):
+    def __init__(self, backend: str, why: str) -> None:
+        super().__init__(f"{backend}: {why}")
+        self.backend = backend
+        self.why = why
+
+
+def bounded(backend: str, fn: Callable[[], T], timeout_s: float = BACKEND_TIMEOUT_S) -> T:
+    """``fn()`` in a daemon thread; ``BackendDown`` naming ``backend`` on error or timeout."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported, never raised raw
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True, name=f"status-{backend}")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise BackendDown(backend, f"no answer within {timeout_s:g} s")
+    if "error" in box:
+        exc = box["error"]
+        raise BackendDown(backend, f"{type(exc).__name__}: {str(exc)[:300]}")
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def collect_status(
+    p: PipelineDefs,
+    instance: dg.DagsterInstance | None = None,
+    backends: dict[str, str] | None = None,
+) -> dict[str, Any]:
     spec = p.spec
     home = Home.from_env()
-    state = read_state(home.deployment_state(spec.model_name), spec.model_name)
+    backends = {} if backends is None else backends
+    state_path = home.deployment_state(spec.model_name)
+    try:
+        state = read_state(state_path, spec.model_name)
+        corrupt = state_is_corrupt(state_path, spec.model_name)
+        backends["deployment_state"] = (
+            f"unreadable ({corrupt}); showing its last good copy" if corrupt else "ok"
+        )
+    except DeploymentStateError as exc:
+        state = DeploymentState(model_name=spec.model_name)
+        backends["deployment_state"] = f"unreadable, no good copy: {exc}"
     deployment = {
         "model_name": spec.model_name,
         "revision": state.revision,
@@ -29,7 +87,8 @@ def collect_status(p: PipelineDefs, instance: dg.DagsterInstance | None = None) 
         "updated_at": state.updated_at,
         "last_events": list(state.history[-5:]),
     }
-    deployment["alias_mismatches"] = _alias_mismatches(state, home)
+    deployment["rollout"] = _rollout_progress(state, state_path)
+    deployment["alias_mismatches"] = _alias_mismatches(state, home, backends)
     candidate = records.read_candidate(home, spec)
     gates = records.read_gates(home, spec, candidate["version"]) if candidate else {}
     mon_dir = records.monitoring_dir(home, spec)
@@ -47,8 +106,42 @@ def collect_status(p: PipelineDefs, instance: dg.DagsterInstance | None = None) 
             "latest": records.read_json(mon_dir / "latest.json"),
             "retraining_triggers": records.read_jsonl(mon_dir / "triggers.jsonl", last=10),
         },
-        "runs": _recent_runs(instance) if instance is not None else [],
+        "runs": _runs(instance, backends),
+        "backends": backends,
     }
+
+
+def _rollout_progress(state: DeploymentState, state_path: Any) -> dict[str, Any] | None:
+    """What the rollout in flight waits for, from the controller's last tick."""
+    from mlcicd_dagster.rollout.controller import read_progress
+    from mlcicd_dagster.rollout.strategies import IN_FLIGHT
+
+    if state.phase not in IN_FLIGHT:
+        return None
+    last = read_progress(state_path) or {}
+    info = state.rollout or {}
+    waiting = last.get("message") if last.get("rollout_id") == info.get("id") else None
+    return {
+        "id": info.get("id"),
+        "candidate": info.get("candidate"),
+        "step": info.get("step"),
+        "started_at": info.get("started_at"),
+        "waiting_for": waiting or "the rollout controller's first tick",
+        "last_tick_at": last.get("at"),
+        "progress": last.get("progress") if waiting else None,
+    }
+
+
+def _runs(instance: dg.DagsterInstance | None, backends: dict[str, str]) -> list[dict[str, Any]]:
+    if instance is None:
+        return []
+    try:
+        runs = bounded("dagster", lambda: _recent_runs(instance))
+    except BackendDown as exc:
+        backends["dagster"] = exc.why
+        return []
+    backends["dagster"] = "ok"
+    return runs
 
 
 def _ref(ref: Any) -> dict[str, Any] | None:
@@ -57,16 +150,23 @@ def _ref(ref: Any) -> dict[str, Any] | None:
     return {"version": ref.version, "model_uri": ref.model_uri, "weight": ref.weight}
 
 
-def _alias_mismatches(state: Any, home: Home) -> list[str]:
+def _alias_mismatches(state: Any, home: Home, backends: dict[str, str]) -> list[str]:
     if state.stable is None and state.canary is None:
         return []
-    try:
+
+    def ask() -> list[str]:
         from mlcicd_dagster.models.registry import client
         from mlcicd_dagster.rollout.registry import alias_mismatches
 
         return alias_mismatches(state, client(home.tracking_uri))
-    except Exception as exc:  # status must report, not crash
-        return [f"could not read registry aliases: {exc}"]
+
+    try:
+        out = bounded("mlflow", ask)
+    except BackendDown as exc:  # status must report, not crash or hang
+        backends["mlflow"] = f"{exc.why} ({home.tracking_uri})"
+        return []
+    backends["mlflow"] = "ok"
+    return out
 
 
 def _quarantined(home: Home, dataset: str) -> list[dict[str, Any]]:
@@ -108,8 +208,13 @@ def print_status(status: dict[str, Any]) -> None:
     shadow = d["shadow"]["version"] if d["shadow"] else "-"
     print(f"Deployment of {d['model_name']}: revision {d['revision']}, strategy {d['strategy']}")
     print(f"  state {d['state']}; stable v{stable}; canary {canary}; shadow {shadow}")
+    if d.get("rollout"):
+        print(f"  rollout {d['rollout']['id']}: {d['rollout']['waiting_for']}")
     for m in d["alias_mismatches"]:
         print(f"  ALIAS MISMATCH: {m}")
+    for backend, health in status.get("backends", {}).items():
+        if health != "ok":
+            print(f"  BACKEND {backend}: {health}")
     if status["gates"]:
         cand = status["last_candidate"] or {}
         print(f"Gates of the last candidate (v{cand.get('version', '?')}):")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from mlcicd_dagster.pipeline.cycle import CycleReport
+from mlcicd_dagster.pipeline.cycle import CONTROLLER_SUFFIX, CycleReport
 
 
 def print_cycle(report: CycleReport) -> None:
+    for name, message in report.skipped.items():
+        if name.endswith(CONTROLLER_SUFFIX) and not message.startswith("idle"):
+            print(f"ROLLOUT   {message}")
     if not report.runs:
         reasons = "; ".join(f"{k}: {v}" for k, v in report.skipped.items())
         print(f"Nothing to do ({reasons or 'no sensor requested a run'}).")

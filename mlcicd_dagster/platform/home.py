@@ -99,6 +99,11 @@ class Home:
     def alerts(self) -> Path:
         return self.root / "alerts.jsonl"
 
+    def lease(self, name: str) -> Path:
+        """A lease lock file (``platform.lease``): one writer of deployments, one runner
+        of each sensor request, however many processes (daemon, cycles) run."""
+        return self.root / "locks" / f"{name}.lease"
+
     @property
     def monitoring(self) -> Path:
         """Monitoring results and retraining-policy state."""

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlcicd_dagster.platform.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 HISTORY_KEPT = 50  # enough to explain recent rollouts without the file growing forever
@@ -136,20 +139,69 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def read_state(path: Path, model_name: str) -> DeploymentState:
-    """The state at ``path``, or an empty (idle, nothing deployed) state if none yet."""
+def backup_path(path: Path) -> Path:
+    """The last good copy of the state at ``path`` (written after every good write)."""
     path = Path(path)
-    if not path.exists():
-        return DeploymentState(model_name=model_name)
+    return path.with_name(path.name + ".last-good")
+
+
+def lease_path(path: Path) -> Path:
+    """The lease every writer of the state at ``path`` holds (``platform.lease``)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".lease")
+
+
+def _read_file(path: Path) -> DeploymentState:
     try:
         raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DeploymentStateError(f"cannot read deployment state {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DeploymentStateError(f"deployment state {path} is not a JSON object")
     return DeploymentState.from_dict(raw)
 
 
+def read_state(path: Path, model_name: str, *, fallback: bool = True) -> DeploymentState:
+    """The state at ``path``, or an empty (idle, nothing deployed) state if none yet.
+
+    A state file that cannot be read (torn by hand, disk trouble) falls back to its last
+    good copy (``backup_path``) with a warning, so a server restart still serves the
+    stable model; ``DeploymentStateError`` only when neither can be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        if fallback and backup_path(path).exists():
+            log.warning("deployment state %s is missing; using its last good copy", path)
+            return _read_file(backup_path(path))
+        return DeploymentState(model_name=model_name)
+    try:
+        return _read_file(path)
+    except DeploymentStateError as exc:
+        if not fallback or not backup_path(path).exists():
+            raise
+        log.warning("%s; using its last good copy", exc)
+        try:
+            return _read_file(backup_path(path))
+        except DeploymentStateError:
+            raise exc from None
+
+
+def state_is_corrupt(path: Path, model_name: str) -> str | None:
+    """Why the state file itself cannot be read (None when it can, or is absent)."""
+    path = Path(path)
+    if not path.exists():
+        return "missing" if backup_path(path).exists() else None
+    try:
+        _read_file(path)
+    except DeploymentStateError as exc:
+        return str(exc)
+    return None
+
+
 def write_state(path: Path, state: DeploymentState) -> None:
-    atomic_write_json(Path(path), state.to_dict())
+    data = state.to_dict()
+    atomic_write_json(Path(path), data)
+    atomic_write_json(backup_path(path), data)
 
 
 def transition(
@@ -160,10 +212,14 @@ def transition(
 ) -> DeploymentState:
     """Read, apply ``change`` (state -> field updates), write atomically, return the new state.
 
-    Writers are Dagster steps of one deployment at a time (the deployment asset
-    runs with a concurrency key), so read-modify-write needs no lock here.
+    Holds the state's lease (``lease_path``) for the read-modify-write: whoever writes
+    (a deploy step, the rollout controller under the daemon or in a cycle, an operator's
+    rollback), one at a time. Re-entrant: a controller tick already holding it goes on.
     """
-    current = read_state(path, model_name)
-    new = current.with_changes(event, **change(current))
-    write_state(path, new)
+    from mlcicd_dagster.platform.lease import Lease
+
+    with Lease(lease_path(path), owner=f"transition {event}"):
+        current = read_state(path, model_name)
+        new = current.with_changes(event, **change(current))
+        write_state(path, new)
     return new

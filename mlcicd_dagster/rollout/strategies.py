@@ -22,20 +22,21 @@ Safety rules
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 
+from mlcicd_dagster.platform import faults
+from mlcicd_dagster.platform.lease import Lease
 from mlcicd_dagster.rollout import analysis as an
 from mlcicd_dagster.rollout import registry as reg
-from mlcicd_dagster.rollout.evidence import EvidenceSource
-from mlcicd_dagster.rollout.state import DeploymentState, ModelRef
+from mlcicd_dagster.rollout.state import DeploymentState, ModelRef, lease_path
 from mlcicd_dagster.rollout.target import DeployTarget, DeployTargetError
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,14 @@ class DecisionLog:
     """Collects decisions; writes each as a tag on the candidate version when a registry
     client is given (a registry outage is noted in the record, never blocks a rollback)."""
 
-    def __init__(self, model_name: str, registry: Any | None) -> None:
+    def __init__(self, model_name: str, registry: Any | None, start: int = 0) -> None:
         self.model_name = model_name
         self.registry = registry
+        self.start = start  # decisions already recorded by earlier ticks of this rollout
         self.decisions: list[Decision] = []
 
     def add(self, decision: Decision) -> Decision:
-        seq = len(self.decisions)
+        seq = self.start + len(self.decisions)
         if self.registry is not None and decision.version is not None:
             key = f"{reg.TAG_PREFIX}.{decision.rollout_id}.{seq:03d}.{decision.check}"
             try:
@@ -140,6 +142,7 @@ class _Run:
         registry: Any | None,
         rollout_id: str | None = None,
         now: Now = _utcnow,
+        decisions_before: int = 0,
     ) -> None:
         self.target = target
         self.strategy = strategy
@@ -147,7 +150,7 @@ class _Run:
         self.registry = registry
         self.rollout_id = rollout_id or uuid.uuid4().hex[:12]
         self.now = now
-        self.log = DecisionLog(target.model_name, registry)
+        self.log = DecisionLog(target.model_name, registry, start=decisions_before)
         self.alias_changes: list[str] = []
 
     def decide(self, check: str, passed: bool, verdict: str, reason: str, **kw: Any) -> Decision:
@@ -206,6 +209,26 @@ class _Run:
 # --------------------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------------------
+def writer(target: DeployTarget, owner: str, wait_s: float = 60.0) -> Lease:
+    """The one-writer lease of ``target``'s deployment state, for a whole read-decide-write
+    sequence (transitions inside take it again, re-entrantly)."""
+    return Lease(lease_path(target.state_path), owner=owner, wait_s=wait_s)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_writer(fn: F) -> F:
+    """Run ``fn(target, ...)`` holding the target's deployment lease."""
+
+    @functools.wraps(fn)
+    def wrapped(target: DeployTarget, *args: Any, **kwargs: Any) -> Any:
+        with writer(target, fn.__name__):
+            return fn(target, *args, **kwargs)
+
+    return cast(F, wrapped)
+
+
 def _check_can_start(state: DeploymentState, candidate: ModelRef) -> None:
     if state.phase in IN_FLIGHT:
         raise RolloutError(
@@ -217,10 +240,15 @@ def _check_can_start(state: DeploymentState, candidate: ModelRef) -> None:
 
 
 def _stage(
-    run: _Run, track: str, candidate: ModelRef, weight: float, serve_timeout_s: float
+    run: _Run,
+    track: str,
+    candidate: ModelRef,
+    weight: float,
+    serve_timeout_s: float,
+    **extra: Any,
 ) -> DeploymentState | None:
     """Load the candidate on ``track`` (no traffic yet for canary) and check the infra."""
-    info = run.rollout_info(step=weight if track == "shadow" else 0.0)
+    info = run.rollout_info(step=weight if track == "shadow" else 0.0, **extra)
     phase = "shadow" if track == "shadow" else "staged"
     state = run.target.transition(
         f"{run.strategy}_staged",
@@ -282,6 +310,7 @@ def _drop_candidate(run: _Run, event: str) -> DeploymentState:
     state = run.target.transition(
         event, lambda s: {"canary": None, "shadow": None, "phase": "rolled_back", "rollout": None}
     )
+    faults.point("rollback")
     run.sync(state)
     return state
 
@@ -299,6 +328,7 @@ def _switch(run: _Run, candidate: ModelRef, serve_timeout_s: float) -> Deploymen
             "rollout": None,
         },
     )
+    faults.point("promotion")
     ok = run.target.wait_until_serving(state.revision, serve_timeout_s)
     run.decide(
         "switch",
@@ -332,6 +362,7 @@ def _restore_previous(run: _Run, reason: str) -> DeploymentState:
 # --------------------------------------------------------------------------------------
 # blue-green
 # --------------------------------------------------------------------------------------
+@one_writer
 def blue_green(
     target: DeployTarget,
     candidate: ModelRef,
@@ -363,6 +394,7 @@ def blue_green(
 # --------------------------------------------------------------------------------------
 # rollback
 # --------------------------------------------------------------------------------------
+@one_writer
 def rollback(
     target: DeployTarget,
     *,
@@ -440,137 +472,6 @@ def _analysis_decision(
     )
 
 
-def canary(
-    target: DeployTarget,
-    candidate: ModelRef,
-    *,
-    evidence: EvidenceSource,
-    config: CanaryConfig = CanaryConfig(),
-    smoke_rows: pd.DataFrame | None = None,
-    expected_scores: np.ndarray | None = None,
-    score_tolerance: float = 1e-6,
-    registry: Any | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
-    now: Now = _utcnow,
-) -> RolloutResult:
-    """Canary ``candidate`` through ``config.steps`` with sequential analysis between and
-    within steps; promote on evidence, roll back on evidence against it, on a failed
-    check, or when ``max_duration_s`` runs out without evidence for it.
-
-    Resumes an interrupted canary of the same candidate (phase ``canary``, same
-    version) from its recorded step and evidence window instead of starting over.
-    """
-    current = target.read_state()
-    resuming = (
-        current.phase == "canary"
-        and current.canary is not None
-        and current.canary.version == candidate.version
-        and current.rollout is not None
-    )
-    if not resuming:
-        _check_can_start(current, candidate)
-    if current.stable is None:
-        # Nothing to compare against: the first version can only be judged by its gates.
-        result = blue_green(
-            target, candidate, smoke_rows=smoke_rows, expected_scores=expected_scores,
-            score_tolerance=score_tolerance, registry=registry,
-            serve_timeout_s=config.serve_timeout_s, now=now,
-        )  # fmt: skip
-        return result
-    run = _Run(
-        target,
-        "canary",
-        candidate,
-        registry,
-        rollout_id=(current.rollout or {}).get("id") if resuming else None,
-        now=now,
-    )
-    if current.stable.version == candidate.version:
-        run.decide("canary_analysis", True, "unchanged", "candidate already serves as stable")
-        return run.result("unchanged", current)
-
-    t0 = clock()
-    if resuming:
-        assert current.rollout is not None
-        since = dt.datetime.fromisoformat(current.rollout["evidence_since"])
-        elapsed = max(0.0, (now() - since).total_seconds())
-        t0 -= elapsed  # max duration counts from the original start
-        step_index = (
-            config.steps.index(current.rollout["step"])
-            if current.rollout.get("step") in config.steps
-            else 0
-        )
-        run.decide(
-            "resume", True, "resume", f"resuming canary at step {config.steps[step_index]}",
-            details={"rollout": current.rollout, "elapsed_s": elapsed},
-        )  # fmt: skip
-    else:
-        staged = _stage(run, "canary", candidate, 0.0, config.serve_timeout_s)
-        if staged is None or not _smoke(
-            run, "canary", smoke_rows, expected_scores, score_tolerance
-        ):
-            return run.result("rolled_back", _drop_candidate(run, "canary_aborted"))
-        run.sync(staged)  # challenger alias = the canary
-        since = now()
-        step_index = 0
-
-    while True:
-        weight = config.steps[step_index]
-        info = {
-            **(current.rollout if resuming and current.rollout else run.rollout_info()),
-            "step": weight,
-            "evidence_since": since.isoformat(),
-            "config": config.to_dict(),
-        }
-        state = target.transition(
-            f"canary_step_{weight:g}",
-            lambda s, w=weight, i=info: {  # type: ignore[misc]
-                "canary": replace(candidate, weight=w),
-                "phase": "canary",
-                "strategy": "canary",
-                "rollout": i,
-            },
-        )
-        if not target.wait_until_serving(state.revision, config.serve_timeout_s):
-            run.decide("infra", False, "rollback", f"step {weight:g} not served in time",
-                       step=weight)  # fmt: skip
-            return run.result("rolled_back", _drop_candidate(run, "canary_rollback"))
-        step_t0 = clock()
-        step_n0 = evidence.collect(state, since).n_canary()
-        last_step = step_index == len(config.steps) - 1
-        while True:
-            sleep(config.check_interval_s)
-            ev = evidence.collect(state, since)
-            res = an.analyse(ev, config.analysis)
-            timed_out = clock() - t0 >= config.max_duration_s
-            if res.verdict == an.ROLLBACK:
-                _analysis_decision(run, "canary_analysis", res, weight)
-                return run.result("rolled_back", _drop_candidate(run, "canary_rollback"))
-            if timed_out and res.verdict != an.PROMOTE:
-                _analysis_decision(run, "canary_analysis", res, weight)
-                run.decide(
-                    "max_duration", False, "rollback",
-                    f"no evidence for the canary after {config.max_duration_s:g} s",
-                    step=weight, statistic=clock() - t0, threshold=config.max_duration_s,
-                )  # fmt: skip
-                return run.result("rolled_back", _drop_candidate(run, "canary_rollback"))
-            dwell = clock() - step_t0 >= config.step_min_duration_s
-            if res.verdict == an.PROMOTE and (last_step or timed_out):
-                _analysis_decision(run, "canary_analysis", res, weight)
-                state = _switch(run, candidate, config.serve_timeout_s)
-                promoted = state.stable is not None and state.stable.version == candidate.version
-                return run.result("promoted" if promoted else "rolled_back", state)
-            enough = res.verdict == an.PROMOTE or (
-                ev.n_canary() - step_n0 >= config.step_min_samples
-            )
-            if not last_step and dwell and enough:
-                _analysis_decision(run, "canary_analysis", res, weight)
-                step_index += 1
-                resuming = False
-                break
-
-
 # --------------------------------------------------------------------------------------
 # shadow
 # --------------------------------------------------------------------------------------
@@ -592,51 +493,10 @@ class ShadowConfig:
             raise ValueError(f"shadow fraction must be in (0, 1], got {self.fraction}")
 
 
-def shadow(
-    target: DeployTarget,
-    candidate: ModelRef,
-    *,
-    evidence: EvidenceSource,
-    config: ShadowConfig = ShadowConfig(),
-    smoke_rows: pd.DataFrame | None = None,
-    registry: Any | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
-    now: Now = _utcnow,
-) -> RolloutResult:
-    current = target.read_state()
-    _check_can_start(current, candidate)
-    if current.stable is None:
-        raise RolloutError("shadow needs a stable model to mirror traffic from")
-    run = _Run(target, "shadow", candidate, registry, now=now)
-    state = _stage(run, "shadow", candidate, config.fraction, config.serve_timeout_s)
-    if state is None or not _smoke(run, "shadow", smoke_rows, None, 0.0):
-        return run.result("rolled_back", _drop_candidate(run, "shadow_aborted"))
-    run.sync(state)
-    since = now()
-    t0 = clock()
-    while True:
-        sleep(config.check_interval_s)
-        res = an.analyse(evidence.collect(state, since), config.analysis)
-        timed_out = clock() - t0 >= config.max_duration_s
-        if res.verdict == an.ROLLBACK or (timed_out and res.verdict != an.PROMOTE):
-            _analysis_decision(run, "shadow_analysis", res, config.fraction)
-            if res.verdict != an.ROLLBACK:
-                run.decide("max_duration", False, "rollback", "no evidence for the shadow",
-                           statistic=clock() - t0, threshold=config.max_duration_s)  # fmt: skip
-            return run.result("rolled_back", _drop_candidate(run, "shadow_rejected"))
-        if res.verdict == an.PROMOTE:
-            _analysis_decision(run, "shadow_analysis", res, config.fraction)
-            if not config.promote:
-                return run.result("unchanged", _drop_candidate(run, "shadow_accepted"))
-            state = _switch(run, candidate, config.serve_timeout_s)
-            promoted = state.stable is not None and state.stable.version == candidate.version
-            return run.result("promoted" if promoted else "rolled_back", state)
-
-
 # --------------------------------------------------------------------------------------
 # crash recovery
 # --------------------------------------------------------------------------------------
+@one_writer
 def resume_or_revert(
     target: DeployTarget,
     *,

@@ -9,9 +9,13 @@ longer in the new snapshot is released once its in-flight requests are done. A m
 that stays (weights changed, canary promoted to stable, stable kept as ``previous``) is
 reused as is: promotion and rollback swap instantly.
 
-If a new state cannot be applied (unreadable file, model that fails to load) the server
-keeps serving the last good snapshot and reports the error on ``/deployment``; the
-deploy op sees ``served_revision`` lag behind ``revision``.
+If a new state cannot be applied (unreadable file, a stable model that fails to load) the
+server keeps serving the last good snapshot and reports the error on ``/deployment``; the
+deploy op sees ``served_revision`` lag behind ``revision``. A *spare* that cannot load
+(``previous``, ``canary``, ``shadow``) does not stop the stable model from serving: the
+snapshot is applied without that track, ``/deployment`` reports ``degraded`` (track ->
+error) and the load is retried every ``load_retry_s``. (An unreadable state file falls
+back to its last good copy in ``rollout.state.read_state``.)
 """
 
 from __future__ import annotations
@@ -234,6 +238,7 @@ class DeploymentFollower:
         self.snapshot: Snapshot | None = None
         self.state: DeploymentState | None = None  # the latest document read
         self.load_error: str | None = None
+        self.degraded: dict[str, str] = {}  # spare track -> why it is not loaded
         self._signature: tuple[int, int, int] | None = None
         self._failed_at = 0.0
         self._attempted = False
@@ -288,9 +293,8 @@ class DeploymentFollower:
         async with self._lock:
             sig = self._stat()
             retry = (
-                self.load_error is not None
-                and time.monotonic() - self._failed_at >= self.config.load_retry_s
-            )
+                self.load_error is not None or bool(self.degraded)
+            ) and time.monotonic() - self._failed_at >= self.config.load_retry_s
             if not force and self._attempted and sig == self._signature and not retry:
                 return
             self._attempted = True
@@ -303,6 +307,7 @@ class DeploymentFollower:
             current = self.snapshot
             if (
                 current is not None
+                and not self.degraded
                 and current.revision == state.revision
                 and current.state.to_dict() == state.to_dict()
             ):
@@ -338,19 +343,23 @@ class DeploymentFollower:
         loop = asyncio.get_running_loop()
         tracks: dict[str, ServedModel] = {}
         reused = {id(m) for m in loaded.values()}
+        degraded: dict[str, str] = {}
         try:
-            await self._load_tracks(state, loaded, tracks, loop)
+            await self._load_tracks(state, loaded, tracks, loop, degraded)
         except BaseException:  # release what this attempt loaded; the old snapshot stays
             for model in tracks.values():
                 if id(model) not in reused:
                     await model.batcher.close()
             raise
+        if degraded:
+            self._failed_at = time.monotonic()
+        self.degraded = degraded
         return Snapshot(
             revision=state.revision,
             state=state,
             tracks=tracks,
-            canary_weight=state.canary.weight if state.canary else 0.0,
-            shadow_weight=state.shadow.weight if state.shadow else 0.0,
+            canary_weight=state.canary.weight if state.canary and "canary" in tracks else 0.0,
+            shadow_weight=state.shadow.weight if state.shadow and "shadow" in tracks else 0.0,
             loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
 
@@ -360,6 +369,7 @@ class DeploymentFollower:
         loaded: dict[tuple[str, str], ServedModel],
         tracks: dict[str, ServedModel],
         loop: asyncio.AbstractEventLoop,
+        degraded: dict[str, str],
     ) -> None:
         for track in TRACKS:
             ref: ModelRef | None = getattr(state, track)
@@ -368,9 +378,17 @@ class DeploymentFollower:
             key = (ref.version, ref.model_uri)
             model = loaded.get(key)
             if model is None:
-                predictor, meta, shape = await loop.run_in_executor(
-                    self._load_executor, self._load_and_warm, ref
-                )
+                try:
+                    predictor, meta, shape = await loop.run_in_executor(
+                        self._load_executor, self._load_and_warm, ref
+                    )
+                except Exception as exc:
+                    if track == "stable":
+                        raise
+                    self.metrics.load_failures.inc()
+                    degraded[track] = f"v{ref.version} cannot load: {type(exc).__name__}: {exc}"
+                    log.error("serving without the %s track: %s", track, degraded[track])
+                    continue
                 model = ServedModel(
                     ref, predictor, self.metrics, self.config, self.scoring_executor, meta,
                     shape,
@@ -454,4 +472,5 @@ class DeploymentFollower:
         doc["loaded_at"] = snap.loaded_at if snap else None
         doc["ready"] = self.ready
         doc["load_error"] = self.load_error
+        doc["degraded"] = dict(self.degraded)
         return doc

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -36,7 +37,8 @@ def _left_in(root: Path) -> list[str]:
 @pytest.fixture
 def csv(tmp_path: Path) -> Path:
     path = tmp_path / "churn.csv"
-    draw(3000, seed=0, strings=False, missing=False).to_csv(path, index=False)
+    # text categories with gaps, a number column with gaps: the default trainer takes both
+    draw(3000, seed=0).to_csv(path, index=False)
     return path
 
 
@@ -63,7 +65,8 @@ def test_writes_a_reviewable_pipeline(tmp_path, csv, monkeypatch, capsys):
     attrs = defs["attributes"]
     assert attrs["task"] == "binary" and attrs["label"] == "churned"
     assert attrs["id_column"] == "customer_id"
-    assert "products" in attrs["features"]["categorical"]
+    assert {"products", "region"} <= set(attrs["features"]["categorical"])
+    assert attrs["classes"] == [0, 1]
     assert "income" in attrs["features"]["numeric"]
     suite = load_suite(folder / "expectations.yaml")
     assert suite.label == "churned" and suite.id_column == "customer_id"
@@ -212,3 +215,18 @@ def test_other_tasks_get_their_label_domain(tmp_path, monkeypatch, capsys, label
         )
     gates = (folder / "gates.yaml").read_text()
     assert f"Task {task}: margins are the library's defaults" in gates
+
+
+def test_text_labels_binary(tmp_path, monkeypatch, capsys):
+    """A yes/no label: classes in output order, the second (``yes``) is the positive one."""
+    frame = draw(3000, seed=5)
+    frame["churned"] = np.where(frame["churned"] == 1, "yes", "no")
+    data = tmp_path / "text.csv"
+    frame.to_csv(data, index=False)
+    root = tmp_path / "repo"
+    root.mkdir()
+    assert _init(root, "text", "--data", str(data), "--label", "churned",
+                 monkeypatch=monkeypatch) == 0  # fmt: skip
+    attrs = yaml.safe_load((root / "assets" / "text" / "defs.yaml").read_text())["attributes"]
+    assert attrs["task"] == "binary" and attrs["classes"] == ["no", "yes"]
+    assert "auc: margin" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import uuid
 import httpx
 import pytest
 
+from mlcicd_dagster.rollout import controller as c
 from mlcicd_dagster.rollout import strategies as s
 from mlcicd_dagster.rollout.analysis import AnalysisConfig, MetricSpec
 from mlcicd_dagster.rollout.evidence import LogEvidenceSource
@@ -72,7 +73,7 @@ def test_local_target_drives_the_real_server(server, registered, frame, features
             metrics=(MetricSpec("prediction_shift", margin=0.3, two_sided=True, min_n=30),)
         ),
     )  # fmt: skip
-    res = s.canary(target, refs["v2"], evidence=LogEvidenceSource(target.home, MODEL),
+    res = c.canary(target, refs["v2"], evidence=LogEvidenceSource(target.home, MODEL),
                    config=cfg, smoke_rows=frame[features].head(10),
                    clock=clock, sleep=traffic_then_wait)  # fmt: skip
     assert res.outcome == "promoted", [(d.check, d.reason) for d in res.decisions]

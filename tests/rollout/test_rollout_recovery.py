@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+from mlcicd_dagster.rollout import controller as c
 from mlcicd_dagster.rollout import registry as reg
 from mlcicd_dagster.rollout import state as st
 from mlcicd_dagster.rollout import strategies as s
@@ -41,7 +42,7 @@ def live(target, registered, client, frame, features):
 def test_exception_mid_canary_then_revert(target, live, client, clock, traffic):
     src = traffic(loss_shift=-0.05, fail_on_call=6)
     with pytest.raises(RuntimeError, match="injected"):
-        s.canary(target, live["v2"], evidence=src, config=FAST, registry=client,
+        c.canary(target, live["v2"], evidence=src, config=FAST, registry=client,
                  clock=clock, sleep=clock.sleep)  # fmt: skip
     died = target.read_state()
     assert died.phase == "canary" and died.canary.version == live["v2"].version
@@ -63,14 +64,14 @@ def test_exception_mid_canary_then_revert(target, live, client, clock, traffic):
 def test_interrupted_canary_resumes_from_its_step(target, live, client, clock, traffic):
     src = traffic(loss_shift=-0.05, fail_on_call=9)
     with pytest.raises(RuntimeError):
-        s.canary(target, live["v2"], evidence=src, config=FAST, registry=client,
+        c.canary(target, live["v2"], evidence=src, config=FAST, registry=client,
                  clock=clock, sleep=clock.sleep)  # fmt: skip
     step = target.read_state().rollout["step"]
     assert step > FAST.steps[0]
     assert s.resume_or_revert(target, registry=client, resume=True).outcome == "resume"
     src.fail_on_call = None
     src.weights_seen.clear()
-    res = s.canary(target, live["v2"], evidence=src, config=FAST, registry=client,
+    res = c.canary(target, live["v2"], evidence=src, config=FAST, registry=client,
                    clock=clock, sleep=clock.sleep)  # fmt: skip
     assert res.outcome == "promoted"
     assert res.decisions[0].check == "resume"
@@ -84,7 +85,7 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     from mlcicd_dagster.platform.home import Home
-    from mlcicd_dagster.rollout import analysis as an, strategies as s
+    from mlcicd_dagster.rollout import analysis as an, controller as c, strategies as s
     from mlcicd_dagster.rollout.local_target import LocalTarget
     from mlcicd_dagster.rollout.state import ModelRef
     from mlflow import MlflowClient
@@ -104,7 +105,7 @@ CHILD = textwrap.dedent(
 
     t = [0.0]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    s.canary(LocalTarget(home, "rollout_test", tracking_uri=uri),
+    c.canary(LocalTarget(home, "rollout_test", tracking_uri=uri),
              ModelRef(version, f"models:/rollout_test/{version}"), evidence=Src(),
              config=s.CanaryConfig(steps=(0.05, 0.25, 0.5), check_interval_s=10,
                                    step_min_duration_s=10, step_min_samples=10),

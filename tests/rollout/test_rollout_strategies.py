@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from mlcicd_dagster.rollout import controller as c
 from mlcicd_dagster.rollout import registry as reg
 from mlcicd_dagster.rollout import strategies as s
 from mlcicd_dagster.rollout.analysis import AnalysisConfig, MetricSpec
@@ -100,7 +101,7 @@ def test_canary_promotes_on_good_evidence(target, registered, client, rows, cloc
     _, refs = registered
     _first(target, refs["v1"], client, rows)
     src = traffic(loss_shift=-0.05)
-    res = s.canary(target, refs["v2"], evidence=src, config=FAST, smoke_rows=rows,
+    res = c.canary(target, refs["v2"], evidence=src, config=FAST, smoke_rows=rows,
                    registry=client, clock=clock, sleep=clock.sleep)  # fmt: skip
     assert res.outcome == "promoted", [d.reason for d in res.decisions]
     st = target.read_state()
@@ -124,7 +125,7 @@ def test_canary_rolls_back_on_bad_evidence(target, registered, client, rows, clo
     _, refs = registered
     _first(target, refs["v1"], client, rows)
     src = traffic(loss_shift=+0.15)
-    res = s.canary(target, refs["v2"], evidence=src, config=FAST, smoke_rows=rows,
+    res = c.canary(target, refs["v2"], evidence=src, config=FAST, smoke_rows=rows,
                    registry=client, clock=clock, sleep=clock.sleep)  # fmt: skip
     assert res.outcome == "rolled_back"
     bad = res.decisions[-1]
@@ -145,7 +146,7 @@ def test_canary_rolls_back_at_max_duration_without_evidence(
     cfg = s.CanaryConfig(steps=(0.1, 0.5), check_interval_s=60, step_min_duration_s=60,
                          step_min_samples=50, max_duration_s=1800, serve_timeout_s=5)  # fmt: skip
     src = traffic(label_fraction=0.0)  # feedback never arrives: no evidence of quality
-    res = s.canary(target, refs["v2"], evidence=src, config=cfg, registry=client,
+    res = c.canary(target, refs["v2"], evidence=src, config=cfg, registry=client,
                    clock=clock, sleep=clock.sleep)  # fmt: skip
     assert res.outcome == "rolled_back"
     last = res.decisions[-1]
@@ -165,7 +166,7 @@ def test_canary_min_sample_guard_blocks_promotion_on_thin_traffic(
     )  # fmt: skip
     # A far better canary, but ~4 requests a minute per arm: 50 looks give ~200 < 500.
     src = traffic(per_interval=8, loss_shift=-0.3)
-    res = s.canary(target, refs["v2"], evidence=src, config=cfg, clock=clock, sleep=clock.sleep)
+    res = c.canary(target, refs["v2"], evidence=src, config=cfg, clock=clock, sleep=clock.sleep)
     assert res.outcome == "rolled_back"
     guarded = [d for d in res.decisions if d.check == "canary_analysis"]
     assert any("min-sample guard" in m["reason"] for m in guarded[-1].details["metrics"])
@@ -186,7 +187,7 @@ def test_shadow_promotes_on_paired_evidence(target, registered, client, rows, cl
 
     only_loss = AnalysisConfig(metrics=(MetricSpec("log_loss", 0.05),))
     cfg = s.ShadowConfig(fraction=0.5, check_interval_s=30, serve_timeout_s=5, analysis=only_loss)
-    res = s.shadow(target, refs["v3"], evidence=Paired(), config=cfg, smoke_rows=rows,
+    res = c.shadow(target, refs["v3"], evidence=Paired(), config=cfg, smoke_rows=rows,
                    registry=client, clock=clock, sleep=clock.sleep)  # fmt: skip
     assert res.outcome == "promoted"
     st = target.read_state()
@@ -199,6 +200,6 @@ def test_a_rollout_refuses_to_start_over_one_in_flight(target, registered, rows,
     s.blue_green(target, refs["v1"], smoke_rows=rows, serve_timeout_s=5)
     src = traffic(fail_on_call=2)
     with pytest.raises(RuntimeError, match="injected"):
-        s.canary(target, refs["v2"], evidence=src, config=FAST, clock=clock, sleep=clock.sleep)
+        c.canary(target, refs["v2"], evidence=src, config=FAST, clock=clock, sleep=clock.sleep)
     with pytest.raises(s.RolloutError, match="resume_or_revert"):
         s.blue_green(target, refs["v3"], smoke_rows=rows, serve_timeout_s=5)
