@@ -417,6 +417,10 @@ class DeploymentFollower:
     def _load_meta(self, ref: ModelRef, predictor: Any) -> Any:
         """The version's MLmodel (signature) for MLflow-compatible parsing; None if unreadable
         (the version is then served with our own parser, and the reason is logged)."""
+        # MLflow's scoring code parses what the fast path does not: import it now, not on
+        # the first such request (seconds of imports on a busy machine).
+        import mlflow.pyfunc.scoring_server  # noqa: F401
+
         from mlcicd_dagster.serving.mlflow_compat import load_meta
 
         if (meta := getattr(predictor, "mlmodel", None)) is not None:

@@ -292,7 +292,8 @@ def fast_matrix(obj: Any, names: Sequence[str], integer: Sequence[bool]) -> np.n
     Taken: a JSON object with exactly one key of ``dataframe_split`` (``columns`` +
     ``data`` only), ``dataframe_records``, ``instances`` (records) or ``inputs`` (columns,
     one record, or records); every feature present in every row, integer columns holding
-    JSON integers and the others JSON numbers; extra columns (MLflow drops them). Anything
+    JSON integers (or integral floats) and the others JSON numbers; extra columns (MLflow
+    drops them). Anything
     else (``params``, ``index``, positional rows, strings, nulls, booleans, no rows...)
     returns None and goes through MLflow's own code.
     """
@@ -369,7 +370,9 @@ def fast_matrix(obj: Any, names: Sequence[str], integer: Sequence[bool]) -> np.n
 
 
 def _typed(rows: list[Any], integer: Sequence[bool]) -> bool:
-    """Integer columns hold ints, the others ints or floats (bool is neither)."""
+    """Integer columns hold ints (or integral floats, ``35.0``: what ``df.values.tolist()``
+    sends; MLflow casts them to the same integer), the others ints or floats (bool is
+    neither)."""
     if not any(integer):
         for row in rows:
             for v in row:
@@ -382,6 +385,6 @@ def _typed(rows: list[Any], integer: Sequence[bool]) -> bool:
             t = type(v)
             if t is int:
                 continue
-            if t is not float or want_int:
+            if t is not float or (want_int and not v.is_integer()):
                 return False
     return True
