@@ -264,6 +264,10 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
                 check = task.check_labels(labels)
                 if check.bad.any():
                     raise fail("label", f"golden set ({self.golden}): {check.reason}")
+        if self.task == "multiclass" and self.rollout.strategy != "blue_green":
+            from mlcicd_dagster.rollout.analysis import MULTICLASS_CANARY
+
+            raise fail("rollout.strategy", MULTICLASS_CANARY)
         if self.training.factory is not None:
             problem = _factory_problem(self.training.factory)
             if problem:

@@ -47,6 +47,9 @@ def test_demo_tells_the_whole_story_and_exits_zero(demo):
     assert "drift trigger," in summary and "retraining trigger: drift sustained" in text
     assert "rejected by non_inferiority" in summary and "still serving" in summary  # poisoned
     assert "make ui" in summary
+    # act 8: the other tasks through the same loop
+    assert "digits v1 serves (k=10): accuracy" in summary
+    assert "diabetes v1 serves: live MAE" in summary
     # canary promotion and rollback happened under live traffic without one failed request
     assert ", 0 failed" in summary[summary.index("Traffic:") :]
 

@@ -12,6 +12,9 @@ Dagster runs, MLflow, the model server over HTTP):
    the retraining policy turns labelled traffic into a batch -> retrained, promoted
 7. a batch with inverted labels lands -> valid data, but the model trained on it
    fails the gates on the trusted golden set -> rejected, production untouched
+8. the same loop for the other tasks of the code location: a digits batch (multiclass,
+   the pipeline's own torch module) and a diabetes batch (regression) land -> each is
+   trained, gated on its task's losses, served, labelled and measured
 
 Running it twice works: the demo home is reset when it was made by a demo.
 """
@@ -157,6 +160,12 @@ def run_demo(module: Any) -> int:
         runner.land("2005-08_statements.csv", poisoned(parts["poisoned"]))
         runner.cycle()
         story.record("poisoned labels", runner.gate_line(), t)
+
+        t = time.perf_counter()
+        runner.say("8. The same loop for other tasks: multiclass (torch) and regression")
+        from mlcicd_dagster.demo.task_story import other_tasks
+
+        story.record("other tasks", other_tasks(module, runner, skip=SPEC.dataset), t)
 
         runner.summary(story)
     return 0

@@ -107,17 +107,33 @@ def judge_candidate(
         champion = load_predictor(champion_uri, tracking_uri=tracking_uri)
     else:
         notes.append(f"No `{model_name}@{champion_alias}` in {tracking_uri}: absolute floors used.")
-    results = run_all_gates(
-        cand_pred,
-        champion,
-        holdout=holdout,
-        golden=golden,
-        config=config,
-        candidate_uri=candidate_uri,
-        champion_uri=champion_uri,
-        tracking_uri=cand_store,
-        champion_tracking_uri=tracking_uri,
-    )
+    task = getattr(cand_pred, "task", None)
+    if task is not None and task.name != "binary":  # the task's own losses (task_gates)
+        from mlcicd_dagster.models.task_gates import run_task_gates
+
+        results = run_task_gates(
+            cand_pred,
+            champion,
+            holdout=holdout,
+            golden=golden,
+            config=config,
+            task=task,
+            candidate_uri=candidate_uri,
+            champion_uri=champion_uri,
+            tracking_uri=cand_store,
+        )
+    else:
+        results = run_all_gates(
+            cand_pred,
+            champion,
+            holdout=holdout,
+            golden=golden,
+            config=config,
+            candidate_uri=candidate_uri,
+            champion_uri=champion_uri,
+            tracking_uri=cand_store,
+            champion_tracking_uri=tracking_uri,
+        )
     return CIReport(
         model_name=model_name,
         candidate=candidate_uri or f"v{cand_pred.version}",

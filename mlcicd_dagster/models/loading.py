@@ -76,12 +76,17 @@ class RegisteredModel:
 # frames -> matrices
 # ---------------------------------------------------------------------------
 def to_matrix(
-    features: pd.DataFrame | np.ndarray, feature_names: Sequence[str], dtype: Any = np.float64
+    features: pd.DataFrame | np.ndarray,
+    feature_names: Sequence[str],
+    dtype: Any = np.float64,
+    *,
+    allow_missing: bool = False,
 ) -> np.ndarray:
     """The rows of ``features`` as a C-contiguous array in ``feature_names`` order.
 
     Raises ``ValueError`` naming missing, non-numeric or non-finite columns, so
-    that a server can turn it into a 4xx answer.
+    that a server can turn it into a 4xx answer. ``allow_missing``: NaN passes (the
+    model handles it), infinities do not.
     """
     if isinstance(features, np.ndarray):
         if features.ndim != 2 or features.shape[1] != len(feature_names):
@@ -106,8 +111,9 @@ def to_matrix(
                 f"non-numeric value(s) in feature column(s): {', '.join(map(str, bad))}"
             ) from None
         cols = feature_names
-    if matrix.size and not np.isfinite(matrix).all():
-        bad_cols = [str(cols[int(i)]) for i in np.flatnonzero(~np.isfinite(matrix).all(axis=0))]
+    bad = np.isinf(matrix) if allow_missing else ~np.isfinite(matrix)
+    if matrix.size and bad.any():
+        bad_cols = [str(cols[int(i)]) for i in np.flatnonzero(bad.any(axis=0))]
         raise ValueError(
             f"missing or infinite value(s) in feature column(s): {', '.join(bad_cols)}"
         )
@@ -248,8 +254,8 @@ class _TaskPredictor:
 
     @property
     def takes_frame(self) -> bool:
-        """True when requests must reach the model as a frame (text or missing values)."""
-        return bool(self.string_features) or self.allow_missing
+        """True when requests must reach the model as a frame (text features)."""
+        return bool(self.string_features)
 
 
 class SklearnPredictor(_TaskPredictor):
@@ -295,7 +301,7 @@ class SklearnPredictor(_TaskPredictor):
                 )
             self._column = 1 if self.task.name == "binary" else None
         # Estimators fitted on a DataFrame check column names; give them one.
-        self._wants_frame = hasattr(estimator, "feature_names_in_") or self.takes_frame
+        self._wants_frame = hasattr(estimator, "feature_names_in_")
 
     def _raw(self, features: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, int]:
         x: Any
@@ -304,7 +310,9 @@ class SklearnPredictor(_TaskPredictor):
                 features, self.feature_names, self.string_features, allow_missing=self.allow_missing
             )
         else:
-            matrix = to_matrix(features, self.feature_names, np.float64)
+            matrix = to_matrix(
+                features, self.feature_names, np.float64, allow_missing=self.allow_missing
+            )
             x = pd.DataFrame(matrix, columns=self.feature_names) if self._wants_frame else matrix
         n = len(x)
         if n == 0:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mlcicd_dagster.models import stats
 from mlcicd_dagster.models.tasks import Task
@@ -223,3 +224,152 @@ def slices(
     else:
         summary = f"{len(judged)} slice(s) judged, none significantly worse than the champion"
     return Judged(not failed, rows, {"slices_judged": float(len(judged))}, summary)
+
+
+# ---------------------------------------------------------------------------
+# all five gates for a task other than binary
+# ---------------------------------------------------------------------------
+class _TaskOutput:
+    """A predictor whose ``predict_proba`` is the task's output (``predict``): what the
+    serving-budget and infra gates time and compare, whatever its shape."""
+
+    def __init__(self, predictor: Any):
+        self._p = predictor
+        self.feature_names = predictor.feature_names
+        self.version = predictor.version
+        self.task = predictor.task
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._p, name)
+
+    def predict(self, features: Any) -> Any:
+        return self._p.predict(features)
+
+    def predict_proba(self, features: Any) -> Any:
+        return self._p.predict(features)
+
+
+RULE_NI = (
+    "paired one-sided {level:.0%} upper bounds of the task's per-row loss and error "
+    "differences (candidate - champion) within their margins on holdout and golden; "
+    "first model: beats the constant model"
+)
+
+
+def run_task_gates(
+    candidate: Any,
+    champion: Any | None,
+    *,
+    holdout: Any,
+    golden: Any,
+    config: Any,
+    task: Task,
+    candidate_uri: str | None = None,
+    champion_uri: str | None = None,
+    tracking_uri: str | None = None,
+    run_url: str | None = None,
+) -> list[Any]:
+    """The model gates of a multiclass or regression candidate, as ``GateResult``s in the
+    order of the binary gates: non-inferiority and slices on the task's own losses (this
+    module), behavioral (the pipeline's tests, if it has any), and the serving budget and
+    infra validation of ``models.gates`` on the task's output."""
+    from mlcicd_dagster.models.gates import BLOCKING, GateResult, run_all_gates, slice_masks
+
+    margins = TaskMargins(
+        alpha=config.alpha,
+        loss_margin=getattr(config, "loss_margin", TaskMargins.loss_margin),
+        error_margin=getattr(config, "error_margin", TaskMargins.error_margin),
+        relative_margin=getattr(config, "relative_margin", TaskMargins.relative_margin),
+        min_slice_size=min(config.min_slice_size, TaskMargins.min_slice_size),
+        slice_alpha=config.slice_alpha,
+    )
+    sets = {"holdout": holdout.reset_index(drop=True), "golden": golden.reset_index(drop=True)}
+    out: dict[str, Any] = {}
+    for name, frame in sets.items():
+        if len(frame) < 20:
+            raise ValueError(f"{name} set has only {len(frame)} rows: too few for the gates")
+        y = task.encode(frame[config.label])
+        cand = candidate.predict(frame)
+        champ = champion.predict(frame) if champion is not None else None
+        out[name] = (y, cand, champ)
+    results = []
+    try:
+        ni = non_inferiority(task, out, margins)
+        results.append(
+            GateResult(
+                name="non_inferiority",
+                passed=ni.passed,
+                summary=ni.summary,
+                rows=ni.rows,
+                rule=RULE_NI.format(level=1 - margins.alpha),
+                severity=BLOCKING,
+                numbers=ni.numbers,
+                run_url=run_url,
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - a broken gate blocks, never passes
+        results.append(_failed(GateResult, "non_inferiority", exc, run_url))
+    try:
+        combined = pd.concat([sets["holdout"], sets["golden"]], ignore_index=True)
+        y = np.concatenate([out["holdout"][0], out["golden"][0]])
+        cand = np.concatenate([out["holdout"][1], out["golden"][1]])
+        champ = (
+            np.concatenate([out["holdout"][2], out["golden"][2]]) if champion is not None else None
+        )
+        groups = [g for s in config.slices for g in slice_masks(combined, s)]
+        sl = slices(task, y, cand, champ, groups, margins)
+        results.append(
+            GateResult(
+                name="slices",
+                passed=sl.passed,
+                summary=sl.summary,
+                rows=sl.rows,
+                rule=f"no slice's loss significantly more than its margin above the champion's "
+                f"(Holm, family-wise {margins.slice_alpha:g})",
+                severity=BLOCKING,
+                numbers=sl.numbers,
+                run_url=run_url,
+            )
+        )
+    except Exception as exc:  # noqa: BLE001
+        results.append(_failed(GateResult, "slices", exc, run_url))
+    others = ["serving_budget", "infra_validation"]
+    if config.behavioral_path is not None:
+        others.insert(0, "behavioral")
+    else:
+        results.append(
+            GateResult(
+                name="behavioral",
+                passed=True,
+                summary=f"no behavioral tests declared for this {task.name} pipeline",
+                rows=[],
+                rule="behavioral_path not set",
+                severity=BLOCKING,
+                run_url=run_url,
+            )
+        )
+    results += run_all_gates(
+        _TaskOutput(candidate),  # type: ignore[arg-type]
+        _TaskOutput(champion) if champion is not None else None,  # type: ignore[arg-type]
+        holdout=holdout,
+        golden=golden,
+        config=config,
+        candidate_uri=candidate_uri,
+        champion_uri=champion_uri,
+        tracking_uri=tracking_uri,
+        run_url=run_url,
+        only=others,
+    )
+    order = ["non_inferiority", "slices", "behavioral", "serving_budget", "infra_validation"]
+    return sorted(results, key=lambda r: order.index(r.name) if r.name in order else 99)
+
+
+def _failed(cls: Any, name: str, exc: Exception, run_url: str | None) -> Any:
+    return cls(
+        name=name,
+        passed=False,
+        summary=f"the gate could not judge: {type(exc).__name__}: {exc}",
+        rows=[],
+        rule="a gate that raises blocks",
+        run_url=run_url,
+    )

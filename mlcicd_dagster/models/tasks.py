@@ -427,6 +427,20 @@ def _check_probabilities(arr: np.ndarray, source: str) -> None:
         )
 
 
+def one_score_per_row(out: np.ndarray) -> np.ndarray:
+    """One number per row of any task's output, as the prediction log and smoke tests keep
+    it: ``(n,)`` as is; ``(n, 1)`` squeezed; ``(n, 2)`` class probabilities: P(second
+    class) (binary); ``(n, k > 2)``: the predicted class's probability (multiclass)."""
+    arr = np.asarray(out, dtype=np.float64)
+    if arr.ndim <= 1:
+        return arr.reshape(-1)
+    if arr.shape[1] == 1:
+        return arr[:, 0]
+    if arr.shape[1] == 2:
+        return arr[:, 1]
+    return arr.max(axis=1)
+
+
 TASKS: dict[str, type[Task]] = {
     "binary": BinaryTask,
     "multiclass": MulticlassTask,

@@ -179,8 +179,12 @@ class SklearnTrainer:
         model: Any = hgb
         if strings:
             model = _encoded_pipeline(hgb, strings)
+        # text features: a frame through the encoder; otherwise a matrix (NaN allowed: the
+        # trees route missing values), which keeps single-row scoring fast
         x: Any = (
-            to_frame(X, names, strings, allow_missing=True) if frame_mode else to_matrix(X, names)
+            to_frame(X, names, strings, allow_missing=True)
+            if strings
+            else to_matrix(X, names, allow_missing=missing)
         )
         t0 = time.perf_counter()
         with openmp_threads(threads):

@@ -217,7 +217,7 @@ def task_metrics(task: Any, y: np.ndarray, out: np.ndarray, *, level: float = 0.
     }  # fmt: skip
 
 
-def prediction_drift(
+def task_prediction_drift(
     task: Any, reference: np.ndarray, live: np.ndarray, bins: int = 10
 ) -> dict[str, float]:
     """How the model's outputs moved between a reference window and a live one.

@@ -263,8 +263,12 @@ def compute_window(
     as_of: dt.datetime | None = None,
     config: MonitorConfig | None = None,
     max_label_delay: dt.timedelta | None = None,
+    task: Any = None,
 ) -> MonitoringResult:
     """Measure one window of ``model_name``'s traffic.
+
+    ``task``: the pipeline's ``models.tasks.Task`` (``None``: binary); it decides which
+    labels are valid and which metrics are measured (``metrics.task_metrics``).
 
     ``reference``: the training reference for feature drift: a DataFrame of the
     training rows or a reference profile from the data gate's drift module
@@ -302,6 +306,7 @@ def compute_window(
         reference_predictions=reference_predictions,
         baseline=baseline,
         config=config,
+        task=task,
     )
 
 
@@ -318,6 +323,7 @@ def summarize(
     reference_predictions: Any = None,
     baseline: Mapping[str, Mapping[str, Any]] | None = None,
     config: MonitorConfig | None = None,
+    task: Any = None,
 ) -> MonitoringResult:
     """The statistics of an already joined window (``compute_window`` minus the I/O)."""
     config = config or MonitorConfig()
@@ -345,6 +351,7 @@ def summarize(
                     reference_predictions,
                     (baseline or {}).get(str(version)),
                     config,
+                    task,
                 )
             )
         # the version that served most stable traffic (else most served traffic)
@@ -419,13 +426,30 @@ def _version_metrics(
     reference_predictions: Any,
     baseline: Mapping[str, Any] | None,
     config: MonitorConfig,
+    task: Any = None,
 ) -> VersionMetrics:
     has_label = ~np.isnan(labels)
-    valid = has_label & ((labels == 0) | (labels == 1))
+    name = getattr(task, "name", "binary")
+    if name == "regression":
+        valid = has_label & np.isfinite(labels)
+    elif name == "multiclass":
+        valid = has_label.copy()
+        valid[has_label] = ~task.check_labels(labels[has_label]).bad
+    else:
+        valid = has_label & ((labels == 0) | (labels == 1))
     n = int(labels.size)
     n_labeled = int(valid.sum())
     y, p = labels[valid], preds[valid]
-    metrics = classification_metrics(y, p, threshold=config.threshold, level=config.level)
+    if name == "regression":
+        from mlcicd_dagster.monitoring.metrics import task_metrics
+
+        metrics = task_metrics(task, y, p, level=config.level)
+    elif name == "multiclass":
+        # The prediction log keeps one number per row (the predicted class's
+        # probability): not enough for a multiclass loss; labels are counted only.
+        metrics = {}
+    else:
+        metrics = classification_metrics(y, p, threshold=config.threshold, level=config.level)
     delay = None
     if has_label.any():
         d = delays[has_label]

@@ -88,7 +88,21 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
     }
 
 
-def canary_config(spec: PipelineSpec) -> Any:
+def label_scale(spec: PipelineSpec, registry: Any, run_id: str | None) -> float | None:
+    """A regression candidate's holdout MAE, logged at training: the unit of its canary's
+    margin (None for classifiers, or when the run cannot be read)."""
+    if spec.task != "regression" or not run_id or registry is None:
+        return None
+    try:
+        value = registry.get_run(run_id).data.metrics.get("holdout_mae")
+    except Exception:  # noqa: BLE001 - no scale: the analysis waits, then rolls back
+        return None
+    return float(value) if value else None
+
+
+def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
+    """``label_scale``: a regression candidate's holdout MAE (the margin's unit)."""
+    from mlcicd_dagster.rollout import analysis as an
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
     raw_steps = os.environ.get(STEPS_ENV)
@@ -97,6 +111,8 @@ def canary_config(spec: PipelineSpec) -> Any:
     )
     steps = tuple(w for w in declared if w < 1.0)
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
+    if spec.task == "regression" and label_scale:
+        values["analysis"] = an.AnalysisConfig(metrics=an.metrics_for_task(spec.task, label_scale))
     for field, env in CANARY_ENV.items():
         if os.environ.get(env):
             raw = os.environ[env]
@@ -132,8 +148,10 @@ def execute_rollout(
         version=plan["version"], model_uri=plan["model_uri"], run_id=plan["run_id"]
     )
     smoke_rows = pd.read_csv(spec.golden_path).head(SMOKE_ROWS).drop(columns=[spec.label])
-    expected = load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict_proba(
-        smoke_rows
+    from mlcicd_dagster.models.tasks import one_score_per_row
+
+    expected = one_score_per_row(
+        load_predictor(plan["model_uri"], tracking_uri=mlcicd.mlflow_uri).predict(smoke_rows)
     )
     strategy = plan["strategy"]
     log.info(f"staging v{candidate.version} ({strategy})")

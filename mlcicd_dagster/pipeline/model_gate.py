@@ -171,17 +171,21 @@ def judge_all(
         champion_uri = f"models:/{spec.model_name}/{champion_version}"
         champion = load_predictor(champion_uri, tracking_uri=uri)
     candidate = load_predictor(cand["model_uri"], tracking_uri=uri)
-    results = run_all_gates(
-        candidate,
-        champion,
-        holdout=holdout,
-        golden=golden,
-        config=_gate_config(spec.gates_path),
-        candidate_uri=cand["model_uri"],
-        champion_uri=champion_uri,
-        tracking_uri=uri,
-        run_url=cand.get("run_url"),
-    )
+    gate_args: dict[str, Any] = {
+        "holdout": holdout,
+        "golden": golden,
+        "config": _gate_config(spec.gates_path),
+        "candidate_uri": cand["model_uri"],
+        "champion_uri": champion_uri,
+        "tracking_uri": uri,
+        "run_url": cand.get("run_url"),
+    }
+    if spec.task == "binary":
+        results = run_all_gates(candidate, champion, **gate_args)
+    else:  # the task's own losses (models.task_gates), the same five gates
+        from mlcicd_dagster.models.task_gates import run_task_gates
+
+        results = run_task_gates(candidate, champion, task=spec.task_type, **gate_args)
     tags = write_decision_tags(uri, spec.model_name, cand["version"], results)
     markdown = card(
         model_name=spec.model_name,

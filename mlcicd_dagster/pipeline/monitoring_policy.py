@@ -29,6 +29,8 @@ BASELINE_METRICS = {
     "auc": "holdout_auc",
     "log_loss": "holdout_log_loss",
     "accuracy": "holdout_accuracy",
+    "mae": "holdout_mae",
+    "rmse": "holdout_rmse",
 }
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
@@ -65,6 +67,7 @@ def materialize_window(
             v: _reference_scores(spec.model_name, spec.golden_path, uri, v) for v in versions
         },
         baseline={v: _baseline(spec.model_name, uri, v) for v in versions},
+        task=spec.task_type,
     )
     save_result(home, result)
     summary = _summary(result)
@@ -128,7 +131,10 @@ def _reference_scores(model_name: str, golden_path: Any, uri: str, version: str)
 
     golden = pd.read_csv(golden_path)
     predictor = load_predictor(f"models:/{model_name}/{version}", tracking_uri=uri)
-    return predictor.predict_proba(golden)
+    from mlcicd_dagster.models.tasks import one_score_per_row
+
+    # one number per row, as the prediction log keeps it
+    return one_score_per_row(predictor.predict(golden))
 
 
 @functools.lru_cache(maxsize=16)

@@ -23,6 +23,7 @@ def controller_tick(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
     """Reconcile once; returns the ``TickReport``."""
     from mlcicd_dagster.pipeline.deploy_ops import (
         canary_config,
+        label_scale,
         last_rollout_path,
         make_target,
         shadow_config,
@@ -38,10 +39,14 @@ def controller_tick(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
     except Exception as exc:  # noqa: BLE001 - traffic decisions go on; aliases next tick
         log.warning("registry unavailable for this tick: %r", exc)
         registry = None
+    scale = None
+    if spec.task == "regression":  # the canary's margin is in the label's units
+        canary = target.read_state().canary
+        scale = label_scale(spec, registry, canary.run_id if canary else None)
     report = controller.tick(
         target,
-        evidence=LogEvidenceSource(mlcicd.home, spec.model_name),
-        canary_config=canary_config(spec),
+        evidence=LogEvidenceSource(mlcicd.home, spec.model_name, task=spec.task_type),
+        canary_config=canary_config(spec, scale),
         shadow_config=shadow_config(spec),
         registry=registry,
     )

@@ -316,6 +316,35 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
 )
 
 
+def metrics_for_task(task: str, label_scale: float | None = None) -> tuple[MetricSpec, ...]:
+    """The canary's metrics for a task (``models.tasks``): the task's per-request loss is
+    the primary metric. binary: ``DEFAULT_METRICS`` (log-loss). regression: the absolute
+    error (``Task.request_loss``), margin 10% of ``label_scale`` (the candidate's holdout
+    MAE, fixed before the canary starts, so the test's guarantee holds), and the mean
+    prediction as a two-sided guardrail at 20% of it. multiclass: the log-loss of the
+    true class needs the class probabilities per request."""
+    if task == "regression":
+        if not label_scale or not label_scale > 0:
+            raise ValueError("a regression canary needs the scale of its errors (holdout MAE)")
+        margin = 0.10 * label_scale
+        return (
+            MetricSpec("abs_error", margin=margin, role=PRIMARY, min_n=200),
+            *(m for m in DEFAULT_METRICS if m.name in ("error_rate", "latency")),
+            MetricSpec(
+                "prediction_shift", margin=2 * margin, role=GUARDRAIL, two_sided=True, min_n=100
+            ),
+        )
+    if task == "multiclass":
+        raise ValueError(MULTICLASS_CANARY)
+    return DEFAULT_METRICS
+
+
+MULTICLASS_CANARY = (
+    "a multiclass canary needs each request's class probabilities in the prediction log "
+    "(it keeps one number per row today): roll multiclass models out blue_green"
+)
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     metrics: tuple[MetricSpec, ...] = DEFAULT_METRICS

@@ -80,7 +80,17 @@ def read_window(
         return con.execute(sql, [since, until]).df()
 
 
-def _arm_moments(rows: pd.DataFrame) -> dict[str, an.Moments]:
+def _request_loss(task: Any, pred: np.ndarray, label: np.ndarray) -> tuple[str, np.ndarray]:
+    """(metric name, per-request loss) of the task: log-loss, or |error| (regression)."""
+    name = getattr(task, "name", "binary")
+    if name == "regression":
+        return "abs_error", np.abs(np.asarray(pred, float) - np.asarray(label, float))
+    if name == "multiclass":  # one number per row in the log: no loss of the true class
+        return "log_loss", np.empty(0)
+    return "log_loss", an.log_loss_per_row(pred, label)
+
+
+def _arm_moments(rows: pd.DataFrame, task: Any = None) -> dict[str, an.Moments]:
     out: dict[str, an.Moments] = {}
     if rows.empty:
         return out
@@ -90,9 +100,11 @@ def _arm_moments(rows: pd.DataFrame) -> dict[str, an.Moments]:
     out["prediction_shift"] = an.Moments.of(rows["prediction"].to_numpy(float))
     labeled = rows[rows["label"].notna()]
     if not labeled.empty:
-        out["log_loss"] = an.Moments.of(
-            an.log_loss_per_row(labeled["prediction"].to_numpy(), labeled["label"].to_numpy())
+        name, loss = _request_loss(
+            task, labeled["prediction"].to_numpy(), labeled["label"].to_numpy()
         )
+        if len(loss):
+            out[name] = an.Moments.of(loss)
     return out
 
 
@@ -118,6 +130,7 @@ def evidence_from_rows(
     state: DeploymentState,
     *,
     error_counts: dict[str, tuple[int, int]] | None = None,
+    task: Any = None,
 ) -> an.Evidence:
     """Split logged rows into the canary (or shadow) and stable arms of ``state``."""
     if state.stable is None:
@@ -132,7 +145,7 @@ def evidence_from_rows(
     versions = rows["model_version"].astype(str)
     s = rows[(rows["track"] == "stable") & (versions == stable_v)]
     c = rows[(rows["track"] == cand_track) & (versions == cand_v)]
-    canary, stable = _arm_moments(c), _arm_moments(s)
+    canary, stable = _arm_moments(c, task), _arm_moments(s, task)
     paired: dict[str, an.Moments] = {}
     if cand_track == "shadow":
         both = c.merge(s, on="request_id", suffixes=("_c", "_s"))
@@ -146,10 +159,10 @@ def evidence_from_rows(
             lab = both[both["label_s"].notna()]
             if not lab.empty:
                 y = lab["label_s"].to_numpy(float)
-                paired["log_loss"] = an.Moments.of(
-                    an.log_loss_per_row(lab["prediction_c"].to_numpy(), y)
-                    - an.log_loss_per_row(lab["prediction_s"].to_numpy(), y)
-                )
+                name, loss_c = _request_loss(task, lab["prediction_c"].to_numpy(), y)
+                _, loss_s = _request_loss(task, lab["prediction_s"].to_numpy(), y)
+                if len(loss_c):
+                    paired[name] = an.Moments.of(loss_c - loss_s)
     if error_counts:
         for track, arm in ((cand_track, canary), ("stable", stable)):
             if track in error_counts:
@@ -171,11 +184,15 @@ class LogEvidenceSource:
     home: Home
     model_name: str
     error_counts: ErrorCounts | None = None
+    task: Any = None  # models.tasks.Task (None: binary)
 
     def collect(self, state: DeploymentState, since: dt.datetime) -> an.Evidence:
         rows = read_window(self.home, self.model_name, since)
         ev = evidence_from_rows(
-            rows, state, error_counts=self.error_counts(state) if self.error_counts else None
+            rows,
+            state,
+            error_counts=self.error_counts(state) if self.error_counts else None,
+            task=self.task,
         )
         ev.window["since"] = since.isoformat()
         return ev

@@ -94,6 +94,8 @@ class LocalTarget(DeployTarget):
             return None
         if pid and not _pid_alive(pid):
             return None
+        if info.get("model_name") not in (None, self.model_name):
+            return None  # another pipeline's server (one home, several pipelines)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         return f"http://{host}:{port}"
@@ -159,7 +161,7 @@ class LocalTarget(DeployTarget):
             if predictor is None:
                 predictor = self._load(ref)
                 self._predictors[ref.model_uri] = predictor
-            scores = predictor.predict_proba(rows)
+            scores = predictor.predict(rows)
         except DeployTargetError:
             raise
         except Exception as exc:  # any load/score failure is a failed smoke test

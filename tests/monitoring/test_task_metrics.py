@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlcicd_dagster.models.tasks import make_task
-from mlcicd_dagster.monitoring.metrics import prediction_drift, task_metrics
+from mlcicd_dagster.monitoring.metrics import task_metrics, task_prediction_drift
 
 
 def test_intervals_cover_the_truth_per_task():
@@ -41,11 +41,61 @@ def test_intervals_cover_the_truth_per_task():
 def test_prediction_drift_per_task():
     rng = np.random.default_rng(1)
     reg = make_task("regression")
-    same = prediction_drift(reg, rng.normal(0, 1, 5000), rng.normal(0, 1, 5000))
-    moved = prediction_drift(reg, rng.normal(0, 1, 5000), rng.normal(1, 1, 5000))
+    same = task_prediction_drift(reg, rng.normal(0, 1, 5000), rng.normal(0, 1, 5000))
+    moved = task_prediction_drift(reg, rng.normal(0, 1, 5000), rng.normal(1, 1, 5000))
     assert same["psi"] < 0.02 < 0.2 < moved["psi"]
     multi = make_task("multiclass", [0, 1, 2])
     ref = np.eye(3)[rng.integers(0, 3, 3000)]
     shifted = np.eye(3)[np.where(rng.random(3000) < 0.6, 0, rng.integers(0, 3, 3000))]
-    d = prediction_drift(multi, ref, shifted)
+    d = task_prediction_drift(multi, ref, shifted)
     assert d["max_class_share_change"] == pytest.approx(0.4, abs=0.05) and d["psi"] > 0.2
+
+
+def test_regression_window_measures_mae_and_rmse_from_the_logs(tmp_path):
+    """Prediction and feedback logs as the server writes them -> a window of a regression."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from mlcicd_dagster.monitoring.window import compute_window
+    from mlcicd_dagster.platform.home import Home
+
+    home = Home(tmp_path / "home")
+    rng = np.random.default_rng(5)
+    n = 400
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ids = [f"r{i}" for i in range(n)]
+    y = rng.normal(150, 50, n)
+    pred = y + rng.normal(0, 10, n)
+    preds_dir, fb_dir = home.predictions("reg"), home.feedback("reg")
+    preds_dir.mkdir(parents=True)
+    fb_dir.mkdir(parents=True)
+    ts = pd.Series([now - dt.timedelta(minutes=30)] * n).astype("datetime64[us, UTC]")
+    pd.DataFrame(
+        {
+            "request_id": ids,
+            "ts": ts,
+            "model_version": "1",
+            "track": "stable",
+            "routing_key": ids,
+            "latency_ms": 1.0,
+            "prediction": pred,
+        }
+    ).to_parquet(preds_dir / "part-1-aaaaaaaa.parquet")
+    labels = np.where(np.arange(n) < 390, y, np.nan)  # 10 rows not labelled yet
+    labels[0] = np.inf  # an invalid label is counted, not measured
+    pd.DataFrame(
+        {"request_id": ids, "label": labels, "ts": (ts + pd.Timedelta(minutes=5)).astype(ts.dtype)}
+    ).to_parquet(fb_dir / "part-2-bbbbbbbb.parquet")
+    result = compute_window(
+        home,
+        "reg",
+        now - dt.timedelta(hours=1),
+        now,
+        reference=None,
+        task=make_task("regression"),
+    )
+    (v,) = result.versions
+    assert v.n_labeled == 389 and v.n_invalid_labels == 1
+    assert set(v.metrics) == {"mae", "rmse"}
+    assert v.metrics["rmse"].lo < 10 < v.metrics["rmse"].hi

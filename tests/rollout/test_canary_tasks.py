@@ -24,3 +24,38 @@ def test_request_loss_per_task():
     multi = make_task("multiclass", ["a", "b", "c"])
     loss = multi.request_loss(np.array([1]), np.array([[0.2, 0.5, 0.3]]))
     assert loss[0] == pytest.approx(-np.log(0.5))
+
+
+def test_regression_canary_judges_the_absolute_error_from_the_logs():
+    """The logged value and its feedback label give the canary |error| per request; the
+    analysis judges it with a margin in the label's units."""
+    import pandas as pd
+
+    from mlcicd_dagster.rollout import analysis as an
+    from mlcicd_dagster.rollout.evidence import evidence_from_rows
+    from mlcicd_dagster.rollout.state import DeploymentState, ModelRef
+
+    rng = np.random.default_rng(2)
+    n = 600
+    y = rng.normal(150, 50, n)
+    track = np.where(np.arange(n) % 2 == 0, "stable", "canary")
+    noise = np.where(track == "canary", 40.0, 10.0)  # the canary is much worse
+    rows = pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(n)],
+            "model_version": np.where(track == "canary", "2", "1"),
+            "track": track,
+            "latency_ms": 5.0,
+            "prediction": y + rng.normal(0, 1, n) * noise,
+            "label": y,
+        }
+    )
+    state = DeploymentState(model_name="m", stable=ModelRef("1", "models:/m/1"),
+                            canary=ModelRef("2", "models:/m/2", weight=0.5))  # fmt: skip
+    ev = evidence_from_rows(rows, state, task=make_task("regression"))
+    assert "abs_error" in ev.canary and "log_loss" not in ev.canary
+    config = an.AnalysisConfig(metrics=an.metrics_for_task("regression", label_scale=8.0))
+    result = an.analyse(ev, config)
+    assert result.verdict == an.ROLLBACK, result
+    with pytest.raises(ValueError, match="blue_green"):
+        an.metrics_for_task("multiclass")
