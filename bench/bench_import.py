@@ -1,7 +1,9 @@
 """Import time of the code location: ``python -c "import definitions"`` in cold processes.
 
-Goal: median <= 1.5 s. Baseline measured in the same run: ``import dagster`` alone
-(what any Dagster code location pays), so the ratio shows what our code adds.
+Goal: with three pipelines loaded, median <= 1.1x a bare ``import dagster`` measured in
+the same run (what any Dagster code location pays), so the ratio shows what our code
+adds. The repository's own code location is measured as it is, and a scratch one with
+three pipelines (the shipped ones, copied until there are three).
 
     .venv/bin/python -m bench.bench_import
 """
@@ -20,31 +22,62 @@ from bench._report import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 7
-GOAL_S = 1.5
+GOAL_RATIO = 1.1
+PIPELINES = 3
 HEAVY = ("torch", "mlflow", "great_expectations", "sklearn")
 
 
-def _time_import(stmt: str, env: dict[str, str]) -> float:
+def _time_import(stmt: str, env: dict[str, str], cwd: Path = ROOT) -> float:
     code = f"import time; t=time.perf_counter(); {stmt}; print(time.perf_counter()-t)"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=cwd, env=env, check=True, capture_output=True, text=True
     )
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _wall(stmt: str, env: dict[str, str]) -> float:
+def _wall(stmt: str, env: dict[str, str], cwd: Path = ROOT) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", stmt], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-c", stmt], cwd=cwd, env=env, check=True)
     return time.perf_counter() - t
 
 
+def _three_pipelines(where: Path) -> tuple[Path, int]:
+    """A code location with PIPELINES instances: the repo's, then copies of them."""
+    import shutil
+
+    import yaml
+
+    shutil.copy(ROOT / "definitions.py", where / "definitions.py")
+    shutil.copytree(ROOT / "sensors", where / "sensors")
+    (where / "assets").mkdir()
+    (where / "assets" / "__init__.py").write_text("")
+    shipped = sorted(p.parent for p in (ROOT / "assets").glob("*/defs.yaml"))
+    for i in range(PIPELINES):
+        src = shipped[i % len(shipped)]
+        doc = yaml.safe_load((src / "defs.yaml").read_text())
+        attrs = doc["attributes"]
+        for key in ("golden", "sample", "suite", "gates", "behavioral"):
+            if attrs.get(key):
+                attrs[key] = str(src / attrs[key])
+        attrs.pop("name", None)
+        (where / "assets" / f"p{i}_{src.name}").mkdir()
+        (where / "assets" / f"p{i}_{src.name}" / "defs.yaml").write_text(yaml.safe_dump(doc))
+    return where, len(shipped)
+
+
 def main() -> int:
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "MLCICD_HOME": home}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+        three, shipped = _three_pipelines(Path(scratch))
         _wall("import definitions", env)  # warm the OS file cache once; bytecode too
-        defs = [_wall("import definitions", env) for _ in range(RUNS)]
-        base = [_wall("import dagster", env) for _ in range(RUNS)]
-        inner = [_time_import("import definitions", env) for _ in range(RUNS)]
+        _wall("import definitions", env, three)
+        defs, defs3, base = [], [], []
+        for _ in range(RUNS):  # interleaved: a busy machine slows all three alike
+            defs.append(_wall("import definitions", env))
+            defs3.append(_wall("import definitions", env, three))
+            base.append(_wall("import dagster", env))
+        inner = [_time_import("import definitions", env, three) for _ in range(RUNS)]
         leaked = subprocess.run(
             [
                 sys.executable,
@@ -58,19 +91,23 @@ def main() -> int:
             capture_output=True,
             text=True,
         ).stdout.strip()
-    med, med_base, med_inner = (statistics.median(x) for x in (defs, base, inner))
-    verdict = "PASS" if med <= GOAL_S and not leaked else "FAIL"
+    med, med3, med_base, med_inner = (statistics.median(x) for x in (defs, defs3, base, inner))
+    ratio = med3 / med_base
+    verdict = "PASS" if ratio <= GOAL_RATIO and not leaked else "FAIL"
     lines = [
         "Command: `.venv/bin/python -m bench.bench_import`",
         "",
-        "| measure (median of 7 cold processes) | seconds |",
-        "|---|---|",
-        f"| `python -c 'import definitions'` (whole process) | {med:.2f} |",
-        f"| `python -c 'import dagster'` (baseline, same run) | {med_base:.2f} |",
-        f"| import statement alone, inside the process | {med_inner:.2f} |",
+        f"| measure (median of {RUNS} cold processes) | seconds | ratio |",
+        "|---|---|---|",
+        f"| `python -c 'import dagster'` (baseline, same run) | {med_base:.2f} | 1.00x |",
+        f"| `import definitions`, the repo ({shipped} pipeline(s)) | {med:.2f} | "
+        f"{med / med_base:.2f}x |",
+        f"| `import definitions`, {PIPELINES} pipelines | {med3:.2f} | {ratio:.2f}x |",
+        f"| that import statement alone, inside the process | {med_inner:.2f} | |",
         "",
-        f"Ratio to the bare Dagster import: {med / med_base:.2f}x. Goal <= {GOAL_S} s: "
-        f"**{verdict}**. Heavy modules loaded by the import: {leaked or 'none'}.",
+        f"Goal: {PIPELINES} pipelines <= {GOAL_RATIO}x the bare Dagster import: "
+        f"**{verdict}** ({ratio:.2f}x). Heavy modules loaded by the import: "
+        f"{leaked or 'none'}.",
     ]
     body = "\n".join(lines)
     print(body)

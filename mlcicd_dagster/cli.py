@@ -103,8 +103,12 @@ def _parser() -> argparse.ArgumentParser:
 # -- helpers ------------------------------------------------------------------
 
 
-def load_code_location() -> Any:
-    """Import ``definitions`` from the current directory (the repo root)."""
+SHIPPED_LOCATION_MODULE = "mlcicd_dagster.shipped"
+
+
+def load_code_location(*, shipped_fallback: bool = False) -> Any:
+    """Import ``definitions`` from the current directory (the repo root); where there is
+    none and ``shipped_fallback``, the shipped example pipelines of the installed package."""
     import importlib
 
     cwd = str(Path.cwd())
@@ -113,9 +117,15 @@ def load_code_location() -> Any:
     try:
         return importlib.import_module(CODE_LOCATION_MODULE)
     except ModuleNotFoundError as exc:
-        if exc.name == CODE_LOCATION_MODULE:
-            raise CliError("no definitions.py here: run mlcicd from the repository root") from None
-        raise
+        if exc.name != CODE_LOCATION_MODULE:
+            raise
+        if shipped_fallback:
+            print("No definitions.py here: the shipped example pipelines of the package.")
+            return importlib.import_module(SHIPPED_LOCATION_MODULE)
+        raise CliError(
+            "no definitions.py here: run mlcicd from the code location's root "
+            "(`mlcicd init NAME --data FILE --label COLUMN` makes one)"
+        ) from None
 
 
 def dagster_instance():
@@ -232,7 +242,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mlcicd_dagster.pipeline.monitoring_assets import WINDOW_ENV
 
     os.environ.setdefault(WINDOW_ENV, str(MONITOR_WINDOW_MINUTES))
-    module = load_code_location()
+    module = load_code_location(shipped_fallback=True)
     name = args.pipeline or "credit_default"
     location = _location(module)
     location.pipeline(name)  # a clear error for an unknown name
@@ -277,8 +287,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    """``dg dev`` on the same home (``dagster dev -m definitions`` where dg has no project),
-    and the MLflow UI on the same store: the MLflow run links in asset metadata open it."""
+    """``dg dev`` on the same home (``dg dev -m definitions`` where dg has no project
+    config; the shipped pipelines where there is no definitions.py), and the MLflow UI on
+    the same store: the MLflow run links in asset metadata open it."""
     from mlcicd_dagster.platform import mlflow_ui
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
     from mlcicd_dagster.platform.home import Home
@@ -287,10 +298,12 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     env = {**os.environ, "DAGSTER_HOME": str(ensure_dagster_home(home))}
     env["MLCICD_HOME"] = str(home.root)
     bindir = Path(sys.executable).parent
-    if _is_dg_project(Path.cwd()) and (bindir / "dg").exists():
-        cmd = [str(bindir / "dg"), "dev", "-p", str(args.port)]
-    else:
-        cmd = [str(bindir / "dagster"), "dev", "-m", CODE_LOCATION_MODULE, "-p", str(args.port)]
+    cmd = [str(bindir / "dg"), "dev", "-p", str(args.port)]
+    if not _is_dg_project(Path.cwd()):  # a code location without dg's project config
+        module = CODE_LOCATION_MODULE
+        if not (Path.cwd() / f"{module}.py").exists():
+            module = SHIPPED_LOCATION_MODULE
+        cmd += ["-m", module]
     home.mlflow_dir.mkdir(parents=True, exist_ok=True)
     ui, ui_url = mlflow_ui.start_mlflow_ui(home.tracking_uri, args.mlflow_port)
     env[mlflow_ui.UI_URL_ENV] = ui_url

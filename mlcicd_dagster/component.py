@@ -23,25 +23,31 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from mlcicd_dagster.errors import ConfigError
-from mlcicd_dagster.pipeline.spec import PipelineSpec, RolloutSpec
+from mlcicd_dagster.pipeline.spec import PipelineSpec, RolloutSpec, class_keys, label_key
 
 TYPE_NAME = "mlcicd_dagster.MLPipeline"
+# Values are taken as written: no Jinja templating of each string (that alone would cost
+# the code location ~0.3 s of load in every step process).
+_LITERAL = dg.Resolver.passthrough()
 Task = Literal["binary", "multiclass", "regression"]
 
 
 class Features(dg.Resolvable, dg.Model):
     """The model's input columns. Categorical values may be strings."""
 
-    numeric: list[str] = Field(default_factory=list, description="numeric feature columns")
-    categorical: list[str] = Field(
+    numeric: Annotated[list[str], _LITERAL] = Field(
+        default_factory=list, description="numeric feature columns"
+    )
+    categorical: Annotated[list[str], _LITERAL] = Field(
         default_factory=list, description="categorical feature columns (ints or strings)"
     )
 
@@ -49,27 +55,27 @@ class Features(dg.Resolvable, dg.Model):
 class Training(dg.Resolvable, dg.Model):
     """Which model is trained, and on what: the task's built-in default or your own factory."""
 
-    trainer: Literal["sklearn", "torch"] = Field(
+    trainer: Annotated[Literal["sklearn", "torch"], _LITERAL] = Field(
         "sklearn", description="built-in trainer family (sklearn or torch)"
     )
-    factory: str | None = Field(
+    factory: Annotated[str | None, _LITERAL] = Field(
         None,
         description="your own model: 'package.module:function' returning a scikit-learn "
         "estimator/Pipeline (trainer: sklearn) or a torch.nn.Module (trainer: torch)",
     )
-    params: dict[str, Any] = Field(
+    params: Annotated[dict[str, Any], _LITERAL] = Field(
         default_factory=dict,
         description="keyword arguments for the built-in trainer (torch: also for training "
         "your module: epochs, lr, batch_size)",
     )
-    model_params: dict[str, Any] = Field(
+    model_params: Annotated[dict[str, Any], _LITERAL] = Field(
         default_factory=dict, description="keyword arguments for your factory"
     )
-    trusted_types: list[str] = Field(
+    trusted_types: Annotated[list[str], _LITERAL] = Field(
         default_factory=list,
         description="skops types your model needs trusted to load (visible in review)",
     )
-    holdout_fraction: float = Field(
+    holdout_fraction: Annotated[float, _LITERAL] = Field(
         0.2, description="share of the lake held out (hash of the row) to judge the model"
     )
 
@@ -77,23 +83,35 @@ class Training(dg.Resolvable, dg.Model):
 class Rollout(dg.Resolvable, dg.Model):
     """How a gated model reaches traffic (the first model ever goes blue-green)."""
 
-    strategy: Literal["blue_green", "canary", "shadow"] = "canary"
-    canary_steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0])
-    shadow_fraction: float = Field(0.2, description="traffic mirrored to a shadow, (0, 1]")
-    max_duration_s: float = Field(600.0, description="a rollout longer than this rolls back")
-    poll_interval_s: float = Field(2.0, description="seconds between canary analyses")
+    strategy: Annotated[Literal["blue_green", "canary", "shadow"], _LITERAL] = "canary"
+    canary_steps: Annotated[list[float], _LITERAL] = Field(
+        default_factory=lambda: [0.05, 0.25, 0.5, 1.0]
+    )
+    shadow_fraction: Annotated[float, _LITERAL] = Field(
+        0.2, description="traffic mirrored to a shadow, (0, 1]"
+    )
+    max_duration_s: Annotated[float, _LITERAL] = Field(
+        600.0, description="a rollout longer than this rolls back"
+    )
+    poll_interval_s: Annotated[float, _LITERAL] = Field(
+        2.0, description="seconds between canary analyses"
+    )
 
 
 class Monitoring(dg.Resolvable, dg.Model):
     """Windows of served traffic: live metrics and drift, one partition per window."""
 
-    window_minutes: int = Field(60, description="divides an hour, or whole hours")
-    start: str | None = Field(
+    window_minutes: Annotated[int, _LITERAL] = Field(
+        60, description="divides an hour, or whole hours"
+    )
+    start: Annotated[str | None, _LITERAL] = Field(
         None,
         description="first window listed, 'YYYY-MM-DD' or 'YYYY-MM-DD-HH:MM' (UTC); "
         "default: history_days ago",
     )
-    history_days: int = Field(7, description="days of windows listed when start is not set")
+    history_days: Annotated[int, _LITERAL] = Field(
+        7, description="days of windows listed when start is not set"
+    )
 
 
 class ScaffoldParams(dg.Model):
@@ -177,32 +195,42 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
     sensors (landing zone, monitoring, retraining policy, run-failure alerts).
     """
 
-    name: str | None = Field(
+    name: Annotated[str | None, _LITERAL] = Field(
         None,
         description="pipeline name: asset prefix, landing folder, MLflow model name "
         "(default: the folder's name)",
     )
-    task: Task = Field(..., description="binary | multiclass | regression")
-    classes: list[str | int] | None = Field(
+    task: Annotated[Task, _LITERAL] = Field(..., description="binary | multiclass | regression")
+    classes: Annotated[list[str | int] | None, _LITERAL] = Field(
         None,
         description="the label's values in output order; multiclass: required, binary: "
         "default [0, 1] (the second is the positive class), regression: none",
     )
-    label: str = Field(..., description="the label column")
-    id_column: str | None = Field(None, description="row ID column (ints or strings)")
+    label: Annotated[str, _LITERAL] = Field(..., description="the label column")
+    id_column: Annotated[str | None, _LITERAL] = Field(
+        None, description="row ID column (ints or strings)"
+    )
     features: Features
     training: Training = Field(default_factory=Training)  # type: ignore[arg-type]
-    golden: str = Field(..., description="trusted labelled rows the gates judge on")
-    suite: str = Field("expectations.yaml", description="Great Expectations suite (YAML)")
-    gates: str = Field("gates.yaml", description="model gate margins, slices, budgets")
-    behavioral: str | None = Field(None, description="behavioral tests (YAML)")
-    sample: str | None = Field(None, description="rows `mlcicd ci` runs the pipeline on")
+    golden: Annotated[str, _LITERAL] = Field(
+        ..., description="trusted labelled rows the gates judge on"
+    )
+    suite: Annotated[str, _LITERAL] = Field(
+        "expectations.yaml", description="Great Expectations suite (YAML)"
+    )
+    gates: Annotated[str, _LITERAL] = Field(
+        "gates.yaml", description="model gate margins, slices, budgets"
+    )
+    behavioral: Annotated[str | None, _LITERAL] = Field(None, description="behavioral tests (YAML)")
+    sample: Annotated[str | None, _LITERAL] = Field(
+        None, description="rows `mlcicd ci` runs the pipeline on"
+    )
     rollout: Rollout = Field(default_factory=Rollout)  # type: ignore[arg-type]
     monitoring: Monitoring = Field(default_factory=Monitoring)  # type: ignore[arg-type]
-    owners: list[str] = Field(
+    owners: Annotated[list[str], _LITERAL] = Field(
         default_factory=list, description="asset owners: emails or 'team:name'"
     )
-    description: str | None = None
+    description: Annotated[str | None, _LITERAL] = None
 
     _pipeline: Any = PrivateAttr(default=None)
 
@@ -251,25 +279,26 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             missing = [f for f in features if f not in columns]
             if missing:
                 raise fail("features", f"not columns of {where}: {', '.join(missing)}")
-        from mlcicd_dagster.models.tasks import TaskError, make_task
-
-        try:
-            task = make_task(self.task, self.classes)
-        except TaskError as exc:
-            field = "task" if str(exc).startswith("task:") else "classes"
-            raise fail(field, str(exc).split(": ", 1)[-1]) from None
+        # The task's rules (models.tasks), checked here without numpy: the code location
+        # loads in every step process.
+        classes = class_keys(self.task, self.classes)
+        if isinstance(classes, str):
+            raise fail("classes", classes)
         if columns is not None and self.label in columns:
             labels = _column_values(golden, self.label)
             if labels is not None:
-                check = task.check_labels(labels)
-                if check.bad.any():
-                    raise fail("label", f"golden set ({self.golden}): {check.reason}")
+                reason = _label_problem(self.task, classes, labels)
+                if reason:
+                    raise fail("label", f"golden set ({self.golden}): {reason}")
         if self.task == "multiclass" and self.rollout.strategy != "blue_green":
             from mlcicd_dagster.rollout.analysis import MULTICLASS_CANARY
 
             raise fail("rollout.strategy", MULTICLASS_CANARY)
-        if self.training.factory is not None:
-            problem = _factory_problem(self.training.factory)
+        factory = self.training.factory
+        if factory is not None and factory.startswith("."):
+            factory = _package_of(folder) + factory  # ".model:make": beside defs.yaml
+        if factory is not None:
+            problem = _factory_problem(factory)
             if problem:
                 raise fail("training.factory", problem)
         elif self.training.model_params:
@@ -327,7 +356,7 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             monitoring_history_days=self.monitoring.history_days,
             task=self.task,
             classes=tuple(self.classes or ()),
-            model_factory=self.training.factory,
+            model_factory=factory,
             model_params=dict(self.training.model_params),
             trusted_types=tuple(self.training.trusted_types),
             owners=tuple(self.owners),
@@ -383,16 +412,67 @@ def _columns(path: Path) -> list[str] | None:
     return None
 
 
-def _column_values(path: Path, column: str) -> Any:
-    """One column of the golden set (CSV or Parquet), or None for another format."""
-    import pandas as pd
-
+def _column_values(path: Path, column: str) -> list[Any] | None:
+    """One column of the golden set, parsed as pandas would (ints, floats, text; empty is
+    None), without pandas: the code location loads this in every step process."""
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path, usecols=[column])[column]
+        import csv
+        import gzip
+
+        opener: Any = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", newline="") as fh:
+            rows = csv.reader(fh)
+            header = next(rows, [])
+            i = header.index(column)
+            return [_parse_cell(r[i]) if i < len(r) else None for r in rows]
     if name.endswith(".parquet"):
-        return pd.read_parquet(path, columns=[column])[column]
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=[column]).column(0).to_pylist()
     return None
+
+
+def _parse_cell(text: str) -> Any:
+    if text.strip() == "":
+        return None
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _label_problem(task: str, classes: list[str | None], labels: list[Any]) -> str:
+    """Why labels do not fit the task ("" when they do)."""
+    counts: dict[str, int] = {}
+    for v in labels:
+        if task == "regression":
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        else:
+            ok = label_key(v) in classes and label_key(v) is not None
+        if not ok:
+            shown = "<missing>" if label_key(v) is None else str(label_key(v))
+            counts[shown] = counts.get(shown, 0) + 1
+    if not counts:
+        return ""
+    shown = ", ".join(f"{v} ({c} rows)" for v, c in sorted(counts.items())[:10])
+    if task == "regression":
+        return f"regression label is not a finite number: {shown}"
+    return f"label not one of the declared {task} classes {classes}: {shown}"
+
+
+def _package_of(folder: Path) -> str:
+    """The dotted package of ``folder`` (``assets.digits`` in the repository,
+    ``mlcicd_dagster.examples.digits`` in the installed wheel)."""
+    parts: list[str] = []
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if not parts:
+        raise ConfigError(f"{folder} is not a Python package (no __init__.py)")
+    return ".".join(parts)
 
 
 def _factory_problem(dotted: str) -> str | None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from assets.credit_default import DATA, SPEC
+from . import DATA, SPEC
 
 DEMO_MARKER = ".mlcicd-demo"
 SEED = 7

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.demo.landing import land_frame
 from mlcicd_dagster.demo.traffic import TrafficReplayer
 from mlcicd_dagster.platform.home import Home
@@ -87,7 +88,7 @@ class StoryRunner:
         from mlcicd_dagster.pipeline.cycle import run_cycle
         from mlcicd_dagster.pipeline.summary import print_cycle
 
-        settle = float(os.environ.get("MLCICD_LANDING_SETTLE_SECONDS", "0.5"))
+        settle = settings.get_float("MLCICD_LANDING_SETTLE_SECONDS", 0.5)
         time.sleep(settle + 0.2)  # let the landed files settle (landing convention)
         report = run_cycle(self.module.defs, self._instance())
         self.cycles.append(report)
@@ -101,8 +102,8 @@ class StoryRunner:
         """Tick the rollout controller (as the daemon would) until no rollout is in flight."""
         from mlcicd_dagster.pipeline.cycle import settle_rollouts
 
-        limit = float(os.environ.get("MLCICD_CANARY_MAX_DURATION_S", "240")) + 30
-        interval = float(os.environ.get("MLCICD_CANARY_CHECK_INTERVAL_S", "2"))
+        limit = settings.get_float("MLCICD_CANARY_MAX_DURATION_S", 240.0) + 30
+        interval = settings.get_float("MLCICD_CANARY_CHECK_INTERVAL_S", 2.0)
         settle_rollouts(self.module.defs, self._instance(), timeout_s=limit, interval_s=interval)
 
     def start_traffic(self, rows: pd.DataFrame, label: str) -> None:

@@ -44,11 +44,10 @@ class TrafficReplayer:
     ) -> None:
         """``feedback_token``: sent as ``Authorization: Bearer`` on /feedback (default:
         ``$MLCICD_FEEDBACK_TOKEN``, the server's token)."""
-        import os
-
+        from mlcicd_dagster import settings
         from mlcicd_dagster.serving.config import FEEDBACK_TOKEN_ENV
 
-        token = feedback_token if feedback_token is not None else os.environ.get(FEEDBACK_TOKEN_ENV)
+        token = feedback_token if feedback_token is not None else settings.get(FEEDBACK_TOKEN_ENV)
         self._feedback_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self.features = rows.drop(columns=[label])

@@ -31,12 +31,15 @@ variance (the canary's sequential test and the paired intervals need that).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: the code location loads this
+    import pandas as pd
 
 from mlcicd_dagster.models.stats import PROB_CLIP
 
@@ -70,7 +73,8 @@ def label_key(value: Any) -> str | None:
         if math.isfinite(value) and float(value).is_integer():
             return str(int(value))
         return repr(float(value))
-    if value is pd.NA or value is pd.NaT:
+    pd = sys.modules.get("pandas")  # a pandas missing value exists only once pandas does
+    if pd is not None and (value is pd.NA or value is pd.NaT):
         return None
     text = str(value).strip()
     return text
@@ -347,6 +351,8 @@ class RegressionTask(Task):
         return self.row_error(y, out)
 
     def check_labels(self, labels: pd.Series | Sequence[Any]) -> LabelCheck:
+        import pandas as pd
+
         values = pd.to_numeric(pd.Series(_values(labels), dtype=object), errors="coerce")
         num = values.to_numpy(np.float64)
         bad = ~np.isfinite(num)
@@ -366,6 +372,8 @@ class RegressionTask(Task):
         check = self.check_labels(labels)
         if check.bad.any():
             raise TaskError(check.reason)
+        import pandas as pd
+
         return pd.to_numeric(pd.Series(_values(labels), dtype=object)).to_numpy(np.float64)
 
     def check_trainable(self, y: np.ndarray) -> None:
@@ -413,7 +421,8 @@ class RegressionTask(Task):
 
 
 def _values(labels: pd.Series | Sequence[Any] | np.ndarray) -> list[Any]:
-    if isinstance(labels, pd.Series):
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(labels, pd.Series):
         return labels.tolist()
     return list(np.asarray(labels, dtype=object).ravel())
 

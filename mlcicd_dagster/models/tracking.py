@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
@@ -30,6 +29,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.models import stats
 from mlcicd_dagster.models.loading import RegisteredModel, log_and_register
 from mlcicd_dagster.models.registry import FINGERPRINT_TAG, find_version_by_fingerprint
@@ -62,7 +62,7 @@ def code_version(extra_paths: Sequence[Path] = ()) -> str:
     A content hash, not a git commit: it is right for uncommitted changes and
     for an installed wheel alike.
     """
-    env = os.environ.get(CODE_VERSION_ENV)
+    env = settings.get(CODE_VERSION_ENV)
     if env:
         return env
     h = hashlib.sha256()
@@ -247,7 +247,7 @@ def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """A link to the run in the MLflow UI: ``$MLCICD_MLFLOW_UI_URL`` when set (``mlcicd ui``
     sets it to the MLflow UI it starts; ``deploy/`` to where browsers reach the tracking
     server), else a tracking server's own URL, else the local default of ``mlcicd ui``."""
-    base = os.environ.get("MLCICD_MLFLOW_UI_URL") or (
+    base = settings.get("MLCICD_MLFLOW_UI_URL") or (
         tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
     )
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

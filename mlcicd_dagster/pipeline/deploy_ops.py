@@ -13,12 +13,12 @@ record: keep the outcome for the deployment checks and ``mlcicd status``.
 
 from __future__ import annotations
 
-import os
 from logging import Logger
 from typing import Any
 
 import dagster as dg
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.pipeline import records
 from mlcicd_dagster.pipeline.deploy_config import DECISION_CHECKS, RolloutConfig
 from mlcicd_dagster.pipeline.spec import PipelineSpec
@@ -105,7 +105,7 @@ def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
     from mlcicd_dagster.rollout import analysis as an
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
-    raw_steps = os.environ.get(STEPS_ENV)
+    raw_steps = settings.get(STEPS_ENV)
     declared = (
         tuple(float(w) for w in raw_steps.split(",")) if raw_steps else spec.rollout.canary_steps
     )
@@ -114,9 +114,11 @@ def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
     if spec.task == "regression" and label_scale:
         values["analysis"] = an.AnalysisConfig(metrics=an.metrics_for_task(spec.task, label_scale))
     for field, env in CANARY_ENV.items():
-        if os.environ.get(env):
-            raw = os.environ[env]
-            values[field] = int(raw) if field == "step_min_samples" else float(raw)
+        if settings.get(env) is not None:
+            if field == "step_min_samples":
+                values[field] = settings.get_int(env, 0)
+            else:
+                values[field] = settings.get_float(env, 0.0)
     return CanaryConfig(steps=steps, **values)
 
 
@@ -124,10 +126,9 @@ def shadow_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.rollout.strategies import ShadowConfig
 
     values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
-    if os.environ.get(CANARY_ENV["check_interval_s"]):
-        values["check_interval_s"] = float(os.environ[CANARY_ENV["check_interval_s"]])
-    if os.environ.get(CANARY_ENV["max_duration_s"]):
-        values["max_duration_s"] = float(os.environ[CANARY_ENV["max_duration_s"]])
+    for field in ("check_interval_s", "max_duration_s"):
+        if settings.get(CANARY_ENV[field]) is not None:
+            values[field] = settings.get_float(CANARY_ENV[field], 0.0)
     return ShadowConfig(fraction=spec.rollout.shadow_fraction, **values)
 
 

@@ -6,11 +6,11 @@ JSON in quarantine and an alert; nothing is copied from outside the zone.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.platform.home import Home
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def landing_tick(
     from mlcicd_dagster.pipeline.monitoring_policy import trigger_tags_for
 
     spec = p.spec
-    settle = float(os.environ.get(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))
+    settle = settings.get_float(SETTLE_ENV, DEFAULT_SETTLE_SECONDS)
     scan = scan_landing(home.landing(spec.dataset), context.cursor, settle_seconds=settle)
     for refusal in scan.refused:
         record_refusal(

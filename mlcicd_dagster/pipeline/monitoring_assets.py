@@ -7,10 +7,10 @@ intervals and drift; its checks turn those into WARN/ERROR results in the UI.
 """
 
 import datetime as dt
-import os
 
 import dagster as dg
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -28,8 +28,7 @@ MONITORING_CHECKS: dict[str, str] = {
 
 
 def window_minutes(spec: PipelineSpec) -> int:
-    raw = os.environ.get(WINDOW_ENV, "").strip()
-    minutes = int(raw) if raw else spec.monitoring_window_minutes
+    minutes = settings.get_int(WINDOW_ENV, spec.monitoring_window_minutes)
     if minutes < 1 or (minutes < 60 and 60 % minutes) or (minutes >= 60 and minutes % 60):
         raise ValueError(
             f"monitoring window of {minutes} min must divide an hour or be whole hours"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,14 @@ class PipelineSpec:
 
     def __post_init__(self) -> None:
         """Refuse an invalid pipeline when the code location loads, naming the field."""
-        from mlcicd_dagster.models.tasks import TaskError, make_task
-
-        try:
-            make_task(self.task, self.classes or None)
-        except TaskError as exc:
-            raise ValueError(f"pipeline {self.dataset!r}: {exc}") from None
+        if self.task not in TASKS:
+            raise ValueError(
+                f"pipeline {self.dataset!r}: task: unknown task {self.task!r}; "
+                f"choose one of {', '.join(TASKS)}"
+            )
+        keys = class_keys(self.task, list(self.classes) or None)
+        if isinstance(keys, str):
+            raise ValueError(f"pipeline {self.dataset!r}: classes: {keys}")
         if self.trainer not in ("sklearn", "torch"):
             raise ValueError(
                 f"pipeline {self.dataset!r}: trainer: unknown trainer {self.trainer!r}; "
@@ -151,3 +154,37 @@ class PipelineSpec:
 
     def key(self, name: str) -> list[str]:
         return [self.dataset, name]
+
+
+def label_key(value: Any) -> str | None:
+    """A label as the text it is compared by (``models.tasks.label_key`` for plain Python
+    values, without numpy): ``3``, ``3.0`` and ``"3"`` are one class; missing is None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value).strip()
+
+
+def class_keys(task: str, classes: list[Any] | None) -> list[str | None] | str:
+    """The class keys in output order, or why ``classes`` does not fit ``task`` (the rules
+    of ``models.tasks.make_task``, checked here because the code location loads this in
+    every step process and ``models.tasks`` needs numpy)."""
+    if task == "regression":
+        return "a regression task has no classes" if classes else []
+    if task == "multiclass" and not classes:
+        return "a multiclass task must declare its classes, in order"
+    keys = [label_key(c) for c in (classes or [0, 1])]
+    if any(k is None or k == "" for k in keys):
+        return f"classes must not be missing or empty, got {classes}"
+    if len(set(keys)) != len(keys):
+        return f"classes must be distinct, got {classes}"
+    if task == "binary" and len(keys) != 2:
+        return f"a binary task has exactly 2 classes, got {classes}"
+    return keys

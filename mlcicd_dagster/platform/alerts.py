@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
 from typing import Any
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.platform.home import Home
 
 WEBHOOK_ENV = "MLCICD_ALERT_WEBHOOK"
@@ -46,7 +46,7 @@ def send_alert(home: Home, kind: str, title: str, details: dict[str, Any]) -> No
         "title": str(title),
         "details": json.loads(json.dumps(details, default=str)),
     }
-    url = os.environ.get(WEBHOOK_ENV, "").strip()
+    url = settings.get(WEBHOOK_ENV) or ""
     if url:
         record["webhook"] = _post(url, _slack_payload(record))
     try:

@@ -18,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlcicd_dagster import settings
 from mlcicd_dagster.platform.resources import MlcicdResource
 
 ENV_VAR = "MLCICD_ENV"
@@ -81,7 +82,7 @@ ENVIRONMENTS: dict[str, Environment] = {
 
 def current_environment() -> Environment:
     """The environment named by ``MLCICD_ENV`` (default ``local``); unknown names fail loudly."""
-    name = os.environ.get(ENV_VAR, DEFAULT_ENV).strip() or DEFAULT_ENV
+    name = settings.get(ENV_VAR) or DEFAULT_ENV
     try:
         return ENVIRONMENTS[name]
     except KeyError:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import signal
 
+from mlcicd_dagster import settings
+
 ENV = "MLCICD_FAULT"
-_PHASE = os.environ.get(ENV) or None
+_PHASE = settings.get(ENV)
 
 
 def point(phase: str) -> None:

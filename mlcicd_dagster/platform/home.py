@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlcicd_dagster import settings
+
 HOME_ENV = "MLCICD_HOME"
 DEFAULT_HOME_NAME = ".mlcicd"
 DEPLOYMENT_STATE_DIR_ENV = "MLCICD_DEPLOYMENT_STATE_DIR"  # server pods on Kubernetes only
@@ -25,7 +27,7 @@ class Home:
     @classmethod
     def from_env(cls) -> Home:
         """``$MLCICD_HOME``, else ``.mlcicd/`` in the current directory (the repo root)."""
-        raw = os.environ.get(HOME_ENV)
+        raw = settings.get(HOME_ENV)
         root = Path(raw) if raw else Path.cwd() / DEFAULT_HOME_NAME
         return cls(root.expanduser().resolve())
 
@@ -80,7 +82,7 @@ class Home:
         Kubernetes shares the home (logs) but follows its own per-version state, mounted
         from a ConfigMap by ``rollout.k8s_target``. Unset everywhere else.
         """
-        override = os.environ.get(DEPLOYMENT_STATE_DIR_ENV)
+        override = settings.get(DEPLOYMENT_STATE_DIR_ENV)
         if override:
             return Path(override) / f"{model_name}.json"
         return self.root / "deployment" / f"{model_name}.json"

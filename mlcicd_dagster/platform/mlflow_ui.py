@@ -10,7 +10,6 @@ as in ``deploy/``).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -42,7 +41,9 @@ def start_mlflow_ui(
     None when the tracking URI is already a server (it is the UI).
     """
     if tracking_uri.startswith(("http://", "https://")):
-        return None, os.environ.get(UI_URL_ENV) or tracking_uri
+        from mlcicd_dagster import settings
+
+        return None, settings.get(UI_URL_ENV) or tracking_uri
     mlflow = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", tracking_uri]
     cmd += ["--host", host, "--port", str(port)]

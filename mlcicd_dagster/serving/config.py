@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 FEEDBACK_TOKEN_ENV = "MLCICD_FEEDBACK_TOKEN"
@@ -49,4 +48,6 @@ class ServerConfig:
         """The token /feedback requires ("" = open)."""
         if self.feedback_token is not None:
             return self.feedback_token
-        return os.environ.get(FEEDBACK_TOKEN_ENV, "").strip()
+        from mlcicd_dagster import settings
+
+        return settings.get(FEEDBACK_TOKEN_ENV) or ""

@@ -206,3 +206,18 @@ def test_dg_scaffold_writes_an_instance_that_loads(home_dir, tmp_path):
     assert doc["attributes"]["label"] == "default.payment.next.month"
     out = _dg("check", "defs", cwd=project)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_dg_launch_runs_an_asset_through_the_code_location(home_dir):
+    """``dg launch --assets`` from the repo root executes the real step: with an empty
+    lake the training step fails, and says why."""
+    env_home = {"MLCICD_HOME": str(home_dir), "DAGSTER_HOME": str(home_dir)}
+    exe = Path(sys.executable).with_name("dg")
+    env = {**os.environ, **env_home, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(
+        [str(exe), "launch", "--assets", "credit_default/training_set"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 or "Materialization failed" in text
+    assert "no validated batch in the lake yet" in text, text[-3000:]
