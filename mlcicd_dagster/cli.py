@@ -1,4 +1,4 @@
-"""``mlcicd``: the command line (demo, init, serve, status, cycle, ci, ui).
+"""``mlcicd``: the command line (demo, init, serve, status, cycle, data, ci, ui).
 
 Every subcommand imports what it needs when it runs, so ``mlcicd --help`` is instant.
 The code location (``definitions.py``) is imported from the current directory,
@@ -81,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--report", default="mlcicd-ci-report.md", help="Markdown report path")
     ci.add_argument("--sample-rows", type=int, default=6000)
     ci.set_defaults(func=_cmd_ci)
+
+    data = sub.add_parser("data", help="revoke or restore a validated batch")
+    data_sub = data.add_subparsers(title="data commands")
+    revoke = data_sub.add_parser("revoke", help="take a validated batch out of the training data")
+    revoke.add_argument("name", help="the pipeline")
+    revoke.add_argument("batch", help="partition key or landed file name of the batch")
+    revoke.add_argument("--reason", required=True, help="why (recorded with who and when)")
+    revoke.set_defaults(func=_cmd_data_revoke)
+    restore = data_sub.add_parser("restore", help="put a revoked batch back into training")
+    restore.add_argument("name", help="the pipeline")
+    restore.add_argument("batch", help="partition key or landed file name of the batch")
+    restore.add_argument("--reason", default="", help="why (optional)")
+    restore.set_defaults(func=_cmd_data_restore)
+    data.set_defaults(func=lambda _args: _usage(data))
 
     init = sub.add_parser(
         "init", help="profile a data file and write assets/<name>/ (suite, gates, golden set)"
@@ -232,6 +246,49 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if len(statuses) > 1:
                 print(("\n" if i else "") + f"== {name}")
             print_status(status)
+    return 0
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _pipeline(name: str) -> Any:
+    return _location(load_code_location()).pipeline(name)
+
+
+def _cmd_data_revoke(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.data.lake import RevocationError
+    from mlcicd_dagster.pipeline.revocation import revoke
+    from mlcicd_dagster.platform.home import Home
+
+    p = _pipeline(args.name)
+    try:
+        mark = revoke(p.spec, Home.from_env(), args.batch, reason=args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"revoked {mark['partition_key']} of {args.name} (by {mark['by']} at {mark['at']}): "
+        f"{mark['reason']}\nThe next `mlcicd cycle` (or the running daemon) trains without it."
+    )
+    return 0
+
+
+def _cmd_data_restore(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.data.lake import RevocationError
+    from mlcicd_dagster.pipeline.revocation import restore
+    from mlcicd_dagster.platform.home import Home
+
+    p = _pipeline(args.name)
+    try:
+        event = restore(p.spec, Home.from_env(), args.batch, reason=args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"restored {event['partition_key']} of {args.name} (by {event['by']} at {event['at']})"
+        "\nThe next `mlcicd cycle` (or the running daemon) trains on it again."
+    )
     return 0
 
 

@@ -67,6 +67,12 @@ class GateConfig:
     infra_rows: int = 500
     infra_atol_torch: float = 1e-6
     """float32 graphs exported by torch.export may differ from eager by one ulp."""
+    infra_atol: float = 1e-12
+    """scikit-learn models: float64 sums in another order (another process, batch size,
+    BLAS threads) differ in the last bits; a LogisticRegression differed by 1.9e-17."""
+    infra_rtol: float = 1e-9
+    """Relative part of the infra tolerance (regression outputs are not in [0, 1]):
+    |served - in-memory| <= atol + rtol * |in-memory|, per output value."""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> GateConfig:

@@ -92,6 +92,8 @@ class LocalTarget(DeployTarget):
             host, port, pid = str(info["host"]), int(info["port"]), int(info.get("pid", 0))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if info.get("home") not in (None, str(self.home.root)):
+            return None  # a copied home's file names the original's server: not ours
         if pid and not _pid_alive(pid):
             return None
         if info.get("model_name") not in (None, self.model_name):

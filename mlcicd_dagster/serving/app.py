@@ -185,6 +185,7 @@ class ModelServer:
                 "pid": os.getpid(),
                 "model_name": self.model_name,
                 "started_at": self.started_at,
+                "home": str(self.home.root),
             },
         )
 
