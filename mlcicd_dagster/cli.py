@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="replace an existing assets/<name>/")
     init.set_defaults(func=_cmd_init)
 
-    ui = sub.add_parser("ui", parents=[pick], help="dagster dev on the same home")
+    ui = sub.add_parser("ui", parents=[pick], help="dagster dev and the MLflow UI on the same home")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="the MLflow UI's port")
     ui.set_defaults(func=_cmd_ui)
     return p
 
@@ -344,7 +345,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     """``dg dev`` on the same home (``dg dev -m definitions`` where dg has no project
-    config; the shipped pipelines where there is no definitions.py)."""
+    config; the shipped pipelines where there is no definitions.py), and the MLflow UI on
+    the same store: the MLflow run links in asset metadata open it."""
+    from mlcicd_dagster.platform import mlflow_ui
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
     from mlcicd_dagster.platform.home import Home
 
@@ -358,14 +361,20 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         if not (Path.cwd() / f"{module}.py").exists():
             module = SHIPPED_LOCATION_MODULE
         cmd += ["-m", module]
+    home.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    ui, ui_url = mlflow_ui.start_mlflow_ui(home.tracking_uri, args.mlflow_port)
+    env[mlflow_ui.UI_URL_ENV] = ui_url
     print(f"Dagster UI on http://127.0.0.1:{args.port} (home {home.root})")
     if args.pipeline:
         print(f"  assets of {args.pipeline}: http://127.0.0.1:{args.port}/asset-groups")
-    print(f"MLflow UI: mlflow ui --backend-store-uri {home.tracking_uri}")
+    print(f"MLflow UI on {ui_url} (store {home.tracking_uri})")
     from mlcicd_dagster.platform.supervise import supervise
 
-    # SIGTERM/SIGINT stop every child (dagster dev stops its webserver and daemon).
-    return supervise({"dagster": cmd}, env)
+    try:
+        # SIGTERM/SIGINT stop every child (dagster dev stops its webserver and daemon).
+        return supervise({"dagster": cmd}, env)
+    finally:
+        mlflow_ui.stop(ui)  # the MLflow UI too (a failure of it never stops Dagster's)
 
 
 def _is_dg_project(root: Path) -> bool:

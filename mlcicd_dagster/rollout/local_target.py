@@ -194,8 +194,12 @@ class LocalTarget(DeployTarget):
             raise DeployTargetError(
                 f"smoke on {track} answered by version {served}, expected {ref.version}"
             )
+        from mlcicd_dagster.serving.output import positive_scores
+
         try:
-            preds = resp.json()["predictions"]
+            # The answer is the logged pyfunc's output (class probabilities for a
+            # classifier); smoke tests compare one score per row.
+            preds = positive_scores(resp.json()["predictions"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DeployTargetError(f"smoke on {track}: bad answer {resp.text[:300]}") from exc
         return check_scores(preds, len(rows), f"version {ref.version} on {track} (HTTP)")
