@@ -148,10 +148,17 @@ def train_candidate(
 
 
 @functools.lru_cache(maxsize=4)
-def _gate_config(path: Path) -> Any:
+def _gate_config(path: Path, behavioral: Path | None = None) -> Any:
+    """The gates' config; the pipeline's ``behavioral`` file (defs.yaml), when declared,
+    is the behavioral gate's spec."""
+    import dataclasses
+
     from mlcicd_dagster.models.config import load_gate_config
 
-    return load_gate_config(path)
+    config = load_gate_config(path)
+    if behavioral is not None:
+        config = dataclasses.replace(config, behavioral_path=behavioral)
+    return config
 
 
 def judge_all(
@@ -182,7 +189,7 @@ def judge_all(
     gate_args: dict[str, Any] = {
         "holdout": holdout,
         "golden": golden,
-        "config": _gate_config(spec.gates_path),
+        "config": _gate_config(spec.gates_path, spec.behavioral_path),
         "candidate_uri": cand["model_uri"],
         "champion_uri": champion_uri,
         "tracking_uri": uri,
