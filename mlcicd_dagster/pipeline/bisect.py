@@ -149,7 +149,7 @@ class GoldenJudge:
                 _num(r.get(k))
             )
             for r in rows
-            for k in ("candidate", "champion", "bound")
+            for k in ("candidate", "champion", "upper_bound")
         }
         passed = all(bool(r.get("passed")) for r in rows) if rows else gate.passed
         return TrialOutcome(passed=passed, evidence=evidence)
