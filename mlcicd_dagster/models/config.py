@@ -94,6 +94,12 @@ class GateConfig:
     gate_modules: tuple[str, ...] = ()
     """Modules imported first so that the gates they register can be named in ``gates``."""
     design: DesignSpec = field(default_factory=DesignSpec)
+    infra_atol: float = 1e-12
+    """scikit-learn models: float64 sums in another order (another process, batch size,
+    BLAS threads) differ in the last bits; a LogisticRegression differed by 1.9e-17."""
+    infra_rtol: float = 1e-9
+    """Relative part of the infra tolerance (regression outputs are not in [0, 1]):
+    |served - in-memory| <= atol + rtol * |in-memory|, per output value."""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> GateConfig:

@@ -19,9 +19,9 @@ the model's outputs are always in the task's order.
 
 A *factory* is a dotted path (``package.module:function`` or ``package.module.function``)
 to a callable returning an unfitted scikit-learn estimator/Pipeline or a
-``torch.nn.Module``. It is called with the keyword arguments it accepts among
-``n_features``, ``n_outputs``, ``feature_names``, ``task``, ``seed``, plus the
-pipeline's ``model_params``. A torch module maps float32 ``(n, n_features)`` to
+``torch.nn.Module``. It is called with those of ``n_features``, ``n_outputs``,
+``feature_names``, ``task``, ``seed`` that it names as parameters, plus the pipeline's
+``model_params``. A torch module maps float32 ``(n, n_features)`` to
 *raw scores*, ``(n, n_outputs)`` (or ``(n,)`` for one output); the trainer adds the
 task's head (sigmoid, softmax, or the target's scale) and loss.
 """
@@ -315,10 +315,11 @@ def resolve_factory(path: str) -> Callable[..., Any]:
 def call_factory(path: str, params: Mapping[str, Any], **context: Any) -> Any:
     """Call the factory with the context it accepts plus ``params``."""
     fn = resolve_factory(path)
-    try:
-        sig = inspect.signature(fn)
-        takes_all = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        accepted = {k: v for k, v in context.items() if takes_all or k in sig.parameters}
+    try:  # context only to the parameters it names (``**kwargs`` are for model_params)
+        named = {
+            n for n, p in inspect.signature(fn).parameters.items() if p.kind is not p.VAR_KEYWORD
+        }
+        accepted = {k: v for k, v in context.items() if k in named and k not in params}
     except (TypeError, ValueError):
         accepted = {}
     try:

@@ -58,12 +58,6 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         from mlcicd_dagster.data.fingerprint import file_sha256
         from mlcicd_dagster.data.readers import BatchReadError, read_batch
 
-        if mlcicd.colocated_steps:
-            from mlcicd_dagster.models.gates import prewarm_infra_validation
-
-            # The run's model gates run in this process: their fresh interpreter's
-            # imports (seconds) now overlap the data gate and training.
-            prewarm_infra_validation()
         home = mlcicd.home
         key = context.partition_key
         src = landed_file(home.landing(spec.dataset), key)

@@ -229,7 +229,11 @@ def accept_staged_batch(
         dup = index.check(key, report["sha256"], hashes)
         fresh = df if dup.seen_mask is None else df[~dup.seen_mask]
         fresh_hashes = hashes if dup.seen_mask is None else hashes[~dup.seen_mask]
-        path = Lake(lake_dir).write_validated(key, fresh.reset_index(drop=True))
+        path = Lake(lake_dir).write_validated(
+            key,
+            fresh.reset_index(drop=True),
+            source={"file": report.get("file"), "sha256": report.get("sha256")},
+        )
         index.register(key, report["sha256"], fresh_hashes)
     rows_path.unlink(missing_ok=True)
     report_path.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ here, when the code location loads, with the fix.
 
 import dagster as dg
 
-from mlcicd_dagster.pipeline.data_assets import ELIGIBLE
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -35,8 +34,9 @@ def build_model_assets(spec: PipelineSpec):
         deps=[validated_key],
         group_name=spec.dataset,
         kinds={"parquet"},
-        automation_condition=ELIGIBLE,
-        description="All validated batches, with a stable hash-based holdout split.",
+        # No automation condition: the training sensor coalesces a burst of batches
+        # into one training (pipeline/training.py).
+        description="All validated, unrevoked batches, with a stable hash-based holdout split.",
     )
     def training_set(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.model_gate import build_training_set
@@ -49,7 +49,6 @@ def build_model_assets(spec: PipelineSpec):
         deps=[training_set],
         group_name=spec.dataset,
         kinds={"mlflow", spec.trainer},
-        automation_condition=ELIGIBLE,
         description=f"{spec.trainer} model trained, tracked and registered as "
         f"'{spec.model_name}' in MLflow. Unchanged inputs do not retrain.",
     )

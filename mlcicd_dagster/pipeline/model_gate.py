@@ -50,14 +50,18 @@ def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.Materi
     from mlcicd_dagster.data.lake import Lake
 
     lake = Lake(home.lake(spec.dataset))
-    keys = lake.keys()
+    keys = lake.active_keys()  # revoked batches stay in the lake, out of training
+    revoked = sorted(lake.revoked())
     if not keys:
-        raise dg.Failure("no validated batch in the lake yet: nothing to train on")
+        why = f" ({len(revoked)} revoked)" if revoked else ""
+        raise dg.Failure(f"no validated batch to train on in the lake{why}")
     rows = lake.read_validated(keys)
     mask = holdout_mask(rows, spec)
     train, holdout = rows[~mask].reset_index(drop=True), rows[mask].reset_index(drop=True)
     manifest = {
         "batches": keys,
+        "revoked": revoked,
+        "content_key": lake.content_key(keys),
         "rows": len(rows),
         "train_rows": len(train),
         "holdout_rows": len(holdout),
@@ -72,6 +76,7 @@ def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.Materi
     return dg.MaterializeResult(
         metadata={
             "batches": len(keys),
+            "revoked_batches": dg.MetadataValue.json(revoked),
             "train_rows": len(train),
             "holdout_rows": len(holdout),
             **{
@@ -121,8 +126,11 @@ def train_candidate(
         "run_url": tracked.run_url,
         "dagster_run_id": run_id,
         "training_rows": manifest.get("rows"),
+        "batches": manifest.get("batches"),
+        "content_key": manifest.get("content_key"),
     }
     records.write_candidate(mlcicd.home, spec, record)
+    records.write_version_data(mlcicd.home, spec, str(reg.version), record)
     verb = "unchanged inputs: reusing" if tracked.reused else "trained"
     log.info(f"{verb} {spec.model_name} v{reg.version}")
     meta: dict[str, Any] = {
@@ -140,10 +148,17 @@ def train_candidate(
 
 
 @functools.lru_cache(maxsize=4)
-def _gate_config(path: Path) -> Any:
+def _gate_config(path: Path, behavioral: Path | None = None) -> Any:
+    """The gates' config; the pipeline's ``behavioral`` file (defs.yaml), when declared,
+    is the behavioral gate's spec."""
+    import dataclasses
+
     from mlcicd_dagster.models.config import load_gate_config
 
-    return load_gate_config(path)
+    config = load_gate_config(path)
+    if behavioral is not None:
+        config = dataclasses.replace(config, behavioral_path=behavioral)
+    return config
 
 
 def count_rows(path: Path) -> int:
@@ -222,7 +237,7 @@ def judge_all(
     gate_args: dict[str, Any] = {
         "holdout": holdout,
         "golden": golden,
-        "config": _gate_config(spec.gates_path),
+        "config": _gate_config(spec.gates_path, spec.behavioral_path),
         "candidate_uri": cand["model_uri"],
         "champion_uri": champion_uri,
         "tracking_uri": uri,

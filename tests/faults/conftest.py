@@ -25,13 +25,13 @@ from tests_support import DATA, ROOT
 
 LABEL = "default.payment.next.month"
 MODEL = "credit_default"
-# A canary decided in seconds: two steps, a few dozen samples per step, one-minute cap.
+# A canary decided in seconds: two steps, a few dozen samples per step, a five-minute cap.
 FAST_ROLLOUT = {
     "MLCICD_CANARY_STEPS": "0.3,0.6",
     "MLCICD_CANARY_CHECK_INTERVAL_S": "0.5",
     "MLCICD_CANARY_STEP_MIN_DURATION_S": "1",
     "MLCICD_CANARY_STEP_MIN_SAMPLES": "40",
-    "MLCICD_CANARY_MAX_DURATION_S": "60",
+    "MLCICD_CANARY_MAX_DURATION_S": "300",
     "MLCICD_LANDING_SETTLE_SECONDS": "0",
 }
 

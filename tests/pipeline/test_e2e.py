@@ -80,7 +80,8 @@ def test_landed_file_becomes_the_serving_model(served):
     assert r.status_code == 200, r.text
     assert r.headers["X-Model-Version"] == "1"
     preds = r.json()["predictions"]
-    assert len(preds) == 5 and all(0.0 <= p <= 1.0 for p in preds)
+    # class probabilities per row, as the logged pyfunc (and mlflow models serve) answer
+    assert len(preds) == 5 and all(len(row) == 2 and abs(sum(row) - 1) < 1e-9 for row in preds)
     assert len(r.headers["X-Request-Id"].split(",")) == 5
     ids = r.headers["X-Request-Id"].split(",")
     fb = httpx.post(
@@ -186,8 +187,9 @@ def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
     out = _cli("cycle", "--json", env=served["env"], timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout[out.stdout.index("{") :])
-    (run,) = [r for r in report["runs"] if r["job"] == "credit_default_ingest"]
-    assert run["outcome"] == "rejected", run
+    # the batch itself is valid (ingest succeeds); the retrain it triggers is rejected
+    (run,) = [r for r in report["runs"] if "model:non_inferiority" in str(r["failed_checks"])]
+    assert run["job"] == "credit_default_retrain" and run["outcome"] == "rejected", run
     assert "credit_default/model:non_inferiority" in run["failed_checks"]
 
     instance = dagster_instance()
@@ -202,7 +204,7 @@ def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey(["credit_default", "model"]), "non_inferiority")]
         )
-        evaluation = next(iter(check.values())).event.dagster_event.event_specific_data.evaluation
+        evaluation = next(iter(check.values())).event.dagster_event.event_specific_data
         assert not evaluation.passed
         assert evaluation.severity == dg.AssetCheckSeverity.WARN
         assert evaluation.metadata["outcome"].value == "rejected"

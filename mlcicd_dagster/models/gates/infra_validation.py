@@ -46,8 +46,9 @@ def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
 def _infra_rule(cfg: GateConfig) -> str:
     return (
         "the registered artifact, loaded by the server's loader in a fresh process, answers "
-        "the same rows (one batch request, single-row requests) exactly as the in-memory "
-        f"model (torch: within float32 ulp {cfg.infra_atol_torch:g})"
+        "the same rows (one batch request, single-row requests) as the in-memory model, "
+        f"within |diff| <= {cfg.infra_atol:g} + {cfg.infra_rtol:g} * |value| "
+        f"(torch: {cfg.infra_atol_torch:g} + {cfg.infra_rtol:g} * |value|, float32 ulp)"
     )
 
 
@@ -142,33 +143,43 @@ class _InfraRun:
             meta = json.loads(Path(self.out + ".json").read_text())
         finally:
             self.tmp.cleanup()
-        atol = cfg.infra_atol_torch if meta.get("flavor") == "torch" else 0.0
-        diff_b = (
-            float(np.max(np.abs(batch - expected))) if len(batch) == len(expected) else math.inf
-        )
-        diff_s = float(np.max(np.abs(single - expected[: len(single)])))
+        atol = cfg.infra_atol_torch if meta.get("flavor") == "torch" else cfg.infra_atol
+
+        def compare(got: np.ndarray, want: np.ndarray) -> tuple[float, bool]:
+            """(largest |difference|, every value within atol + rtol * |in-memory|)."""
+            if got.shape != want.shape:
+                return math.inf, False
+            d = np.abs(got - want)
+            ok = bool(np.all(d <= atol + cfg.infra_rtol * np.abs(want)))
+            return float(np.max(d, initial=0.0)), ok
+
+        diff_b, ok_b = compare(batch, expected)
+        diff_s, ok_s = compare(single, expected[: len(single)])
         same_features = meta["features"] == list(inp.candidate.feature_names)
-        passed = diff_b <= atol and diff_s <= atol and same_features
+        passed = ok_b and ok_s and same_features
         table = [
             {
                 "check": "batch request",
                 "rows": len(expected),
                 "max_abs_diff": diff_b,
                 "tolerance": atol,
-                "passed": diff_b <= atol,
+                "rtol": cfg.infra_rtol,
+                "passed": ok_b,
             },
             {
                 "check": "single-row requests",
                 "rows": len(single),
                 "max_abs_diff": diff_s,
                 "tolerance": atol,
-                "passed": diff_s <= atol,
+                "rtol": cfg.infra_rtol,
+                "passed": ok_s,
             },
             {
                 "check": "feature names",
                 "rows": None,
                 "max_abs_diff": None,
                 "tolerance": None,
+                "rtol": None,
                 "passed": same_features,
             },
         ]
