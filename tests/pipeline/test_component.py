@@ -220,7 +220,7 @@ def test_dg_launch_runs_an_asset_through_the_code_location(home_dir):
     )  # fmt: skip
     text = out.stdout + out.stderr
     assert out.returncode != 0 or "Materialization failed" in text
-    assert "no validated batch in the lake yet" in text, text[-3000:]
+    assert "no validated batch" in text, text[-3000:]
 
 
 def test_the_pipelines_behavioral_file_is_the_one_the_gate_reads(tmp_path):
