@@ -195,16 +195,20 @@ def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
     instance = dagster_instance()
     try:
         assert instance.get_run_by_id(run["run_id"]).status == dg.DagsterRunStatus.SUCCESS
-        event = instance.get_latest_materialization_event(
-            dg.AssetKey(["credit_default", "deployment"])
-        )
+        records = instance.fetch_materializations(
+            dg.AssetKey(["credit_default", "deployment"]), limit=20
+        ).records
+        (event,) = [r for r in records if r.run_id == run["run_id"]]  # the retrain's own
         meta = event.asset_materialization.metadata
         assert meta["outcome"].value == "rejected"
         assert meta["still_serving"].value == "v1"
-        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey(["credit_default", "model"]), "non_inferiority")]
-        )
-        evaluation = next(iter(check.values())).event.dagster_event.event_specific_data
+        (evaluation,) = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(
+                run["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+            if e.dagster_event.event_specific_data.check_name == "non_inferiority"
+        ]  # the retrain's own verdict (a later bisect may retrain without the bad batch)
         assert not evaluation.passed
         assert evaluation.severity == dg.AssetCheckSeverity.WARN
         assert evaluation.metadata["outcome"].value == "rejected"
@@ -216,5 +220,3 @@ def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
     assert rejected and "non_inferiority" in rejected[-1]["details"]["reason"]
     assert rejected[-1]["details"]["still_serving"] == "v1"
     assert not [a for a in alerts if a["kind"] in ("run_failure", "run_error", "run_rejected")]
-    status = json.loads(_cli("status", "--json", env=served["env"]).stdout)
-    assert status["deployment"]["stable"]["version"] == "1"
