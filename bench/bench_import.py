@@ -27,8 +27,10 @@ PIPELINES = 3
 HEAVY = ("torch", "mlflow", "great_expectations", "sklearn")
 
 
-def _time_import(stmt: str, env: dict[str, str], cwd: Path = ROOT) -> float:
-    code = f"import time; t=time.perf_counter(); {stmt}; print(time.perf_counter()-t)"
+def _time_import(
+    stmt: str, env: dict[str, str], cwd: Path = ROOT, clock: str = "perf_counter"
+) -> float:
+    code = f"import time; t=time.{clock}(); {stmt}; print(time.{clock}()-t)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=cwd, env=env, check=True, capture_output=True, text=True
     )
@@ -42,10 +44,8 @@ def _wall(stmt: str, env: dict[str, str], cwd: Path = ROOT) -> float:
 
 
 def _three_pipelines(where: Path) -> tuple[Path, int]:
-    """A code location with PIPELINES instances: the repo's, then copies of them."""
+    """A code location with PIPELINES instances: copies of the repo's (cycled)."""
     import shutil
-
-    import yaml
 
     shutil.copy(ROOT / "definitions.py", where / "definitions.py")
     shutil.copytree(ROOT / "sensors", where / "sensors")
@@ -54,14 +54,7 @@ def _three_pipelines(where: Path) -> tuple[Path, int]:
     shipped = sorted(p.parent for p in (ROOT / "assets").glob("*/defs.yaml"))
     for i in range(PIPELINES):
         src = shipped[i % len(shipped)]
-        doc = yaml.safe_load((src / "defs.yaml").read_text())
-        attrs = doc["attributes"]
-        for key in ("golden", "sample", "suite", "gates", "behavioral"):
-            if attrs.get(key):
-                attrs[key] = str(src / attrs[key])
-        attrs.pop("name", None)
-        (where / "assets" / f"p{i}_{src.name}").mkdir()
-        (where / "assets" / f"p{i}_{src.name}" / "defs.yaml").write_text(yaml.safe_dump(doc))
+        shutil.copytree(src, where / "assets" / f"p{i}_{src.name}")
     return where, len(shipped)
 
 
@@ -73,10 +66,16 @@ def main() -> int:
         _wall("import definitions", env)  # warm the OS file cache once; bytecode too
         _wall("import definitions", env, three)
         defs, defs3, base = [], [], []
+        cpu_defs3, cpu_base = [], []
         for _ in range(RUNS):  # interleaved: a busy machine slows all three alike
             defs.append(_wall("import definitions", env))
             defs3.append(_wall("import definitions", env, three))
             base.append(_wall("import dagster", env))
+            # CPU seconds of the import statement itself, inside the process: on a busy
+            # machine wall time measures the neighbours, and a whole process's CPU time
+            # also counts the interpreter's exit (which frozen objects skip).
+            cpu_defs3.append(_time_import("import definitions", env, three, "process_time"))
+            cpu_base.append(_time_import("import dagster", env, clock="process_time"))
         inner = [_time_import("import definitions", env, three) for _ in range(RUNS)]
         leaked = subprocess.run(
             [
@@ -92,7 +91,8 @@ def main() -> int:
             text=True,
         ).stdout.strip()
     med, med3, med_base, med_inner = (statistics.median(x) for x in (defs, defs3, base, inner))
-    ratio = med3 / med_base
+    cpu3, cpu_b = statistics.median(cpu_defs3), statistics.median(cpu_base)
+    ratio = cpu3 / cpu_b  # the verdict: CPU time, robust to a busy machine
     verdict = "PASS" if ratio <= GOAL_RATIO and not leaked else "FAIL"
     lines = [
         "Command: `.venv/bin/python -m bench.bench_import`",
@@ -102,12 +102,22 @@ def main() -> int:
         f"| `python -c 'import dagster'` (baseline, same run) | {med_base:.2f} | 1.00x |",
         f"| `import definitions`, the repo ({shipped} pipeline(s)) | {med:.2f} | "
         f"{med / med_base:.2f}x |",
-        f"| `import definitions`, {PIPELINES} pipelines | {med3:.2f} | {ratio:.2f}x |",
+        f"| `import definitions`, {PIPELINES} pipelines | {med3:.2f} | {med3 / med_base:.2f}x |",
         f"| that import statement alone, inside the process | {med_inner:.2f} | |",
+        f"| CPU seconds of the statement, in the process: `import dagster` | {cpu_b:.2f} | 1.00x |",
+        f"| CPU seconds of the statement: `import definitions`, {PIPELINES} pipelines | "
+        f"{cpu3:.2f} | {ratio:.2f}x |",
         "",
-        f"Goal: {PIPELINES} pipelines <= {GOAL_RATIO}x the bare Dagster import: "
+        f"Goal: {PIPELINES} pipelines <= {GOAL_RATIO}x the bare Dagster import (CPU seconds "
+        "of the import statement): "
         f"**{verdict}** ({ratio:.2f}x). Heavy modules loaded by the import: "
         f"{leaked or 'none'}.",
+        "",
+        "Whole processes run faster than the bare import because the code location freezes "
+        "its heap (`gc.freeze`), which also spares the interpreter's final collection; the "
+        "verdict therefore uses the CPU seconds of the import statement. What remains is "
+        "Dagster building each pipeline's assets, checks, jobs and sensors (~0.08 CPU s "
+        "per pipeline) and the component's YAML and model classes.",
     ]
     body = "\n".join(lines)
     print(body)

@@ -1,4 +1,4 @@
-"""``mlcicd``: the command line (demo, init, serve, status, cycle, ci, ui).
+"""``mlcicd``: the command line (demo, init, serve, status, cycle, data, ci, ui).
 
 Every subcommand imports what it needs when it runs, so ``mlcicd --help`` is instant.
 The code location (``definitions.py``) is imported from the current directory,
@@ -82,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--sample-rows", type=int, default=6000)
     ci.set_defaults(func=_cmd_ci)
 
+    data = sub.add_parser("data", help="revoke or restore a validated batch")
+    data_sub = data.add_subparsers(title="data commands")
+    revoke = data_sub.add_parser("revoke", help="take a validated batch out of the training data")
+    revoke.add_argument("name", help="the pipeline")
+    revoke.add_argument("batch", help="partition key or landed file name of the batch")
+    revoke.add_argument("--reason", required=True, help="why (recorded with who and when)")
+    revoke.set_defaults(func=_cmd_data_revoke)
+    restore = data_sub.add_parser("restore", help="put a revoked batch back into training")
+    restore.add_argument("name", help="the pipeline")
+    restore.add_argument("batch", help="partition key or landed file name of the batch")
+    restore.add_argument("--reason", default="", help="why (optional)")
+    restore.set_defaults(func=_cmd_data_restore)
+    data.set_defaults(func=lambda _args: _usage(data))
+
     init = sub.add_parser(
         "init", help="profile a data file and write assets/<name>/ (suite, gates, golden set)"
     )
@@ -93,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="replace an existing assets/<name>/")
     init.set_defaults(func=_cmd_init)
 
-    ui = sub.add_parser("ui", parents=[pick], help="dagster dev on the same home")
+    ui = sub.add_parser("ui", parents=[pick], help="dagster dev and the MLflow UI on the same home")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="the MLflow UI's port")
     ui.set_defaults(func=_cmd_ui)
     return p
 
@@ -234,6 +249,49 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _pipeline(name: str) -> Any:
+    return _location(load_code_location()).pipeline(name)
+
+
+def _cmd_data_revoke(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.data.lake import RevocationError
+    from mlcicd_dagster.pipeline.revocation import revoke
+    from mlcicd_dagster.platform.home import Home
+
+    p = _pipeline(args.name)
+    try:
+        mark = revoke(p.spec, Home.from_env(), args.batch, reason=args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"revoked {mark['partition_key']} of {args.name} (by {mark['by']} at {mark['at']}): "
+        f"{mark['reason']}\nThe next `mlcicd cycle` (or the running daemon) trains without it."
+    )
+    return 0
+
+
+def _cmd_data_restore(args: argparse.Namespace) -> int:
+    from mlcicd_dagster.data.lake import RevocationError
+    from mlcicd_dagster.pipeline.revocation import restore
+    from mlcicd_dagster.platform.home import Home
+
+    p = _pipeline(args.name)
+    try:
+        event = restore(p.spec, Home.from_env(), args.batch, reason=args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"restored {event['partition_key']} of {args.name} (by {event['by']} at {event['at']})"
+        "\nThe next `mlcicd cycle` (or the running daemon) trains on it again."
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     # Windows of one minute so that the drift act need not wait for hourly ones;
     # set before the code location is built (the partitions are part of it).
@@ -287,7 +345,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     """``dg dev`` on the same home (``dg dev -m definitions`` where dg has no project
-    config; the shipped pipelines where there is no definitions.py)."""
+    config; the shipped pipelines where there is no definitions.py), and the MLflow UI on
+    the same store: the MLflow run links in asset metadata open it."""
+    from mlcicd_dagster.platform import mlflow_ui
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
     from mlcicd_dagster.platform.home import Home
 
@@ -301,14 +361,20 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         if not (Path.cwd() / f"{module}.py").exists():
             module = SHIPPED_LOCATION_MODULE
         cmd += ["-m", module]
+    home.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    ui, ui_url = mlflow_ui.start_mlflow_ui(home.tracking_uri, args.mlflow_port)
+    env[mlflow_ui.UI_URL_ENV] = ui_url
     print(f"Dagster UI on http://127.0.0.1:{args.port} (home {home.root})")
     if args.pipeline:
         print(f"  assets of {args.pipeline}: http://127.0.0.1:{args.port}/asset-groups")
-    print(f"MLflow UI: mlflow ui --backend-store-uri {home.tracking_uri}")
+    print(f"MLflow UI on {ui_url} (store {home.tracking_uri})")
     from mlcicd_dagster.platform.supervise import supervise
 
-    # SIGTERM/SIGINT stop every child (dagster dev stops its webserver and daemon).
-    return supervise({"dagster": cmd}, env)
+    try:
+        # SIGTERM/SIGINT stop every child (dagster dev stops its webserver and daemon).
+        return supervise({"dagster": cmd}, env)
+    finally:
+        mlflow_ui.stop(ui)  # the MLflow UI too (a failure of it never stops Dagster's)
 
 
 def _is_dg_project(root: Path) -> bool:

@@ -231,6 +231,11 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         default_factory=list, description="asset owners: emails or 'team:name'"
     )
     description: Annotated[str | None, _LITERAL] = None
+    data_bisect: Literal["revoke", "report", "off"] = Field(
+        "revoke",
+        description="after a candidate fails on the golden set: find the new batch to blame "
+        "by retraining on subsets and revoke it, only report it, or off",
+    )
 
     _pipeline: Any = PrivateAttr(default=None)
 
@@ -361,6 +366,7 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             trusted_types=tuple(self.training.trusted_types),
             owners=tuple(self.owners),
             description=self.description,
+            data_bisect=self.data_bisect,
         )
 
     # -- Dagster --------------------------------------------------------------

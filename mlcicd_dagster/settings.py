@@ -29,7 +29,8 @@ _TABLE = (
     Variable("MLCICD_ENV", "local", "local | k8s: executor and resources"),
     Variable("MLCICD_DEPLOYMENT_STATE_DIR", None, "deployment state dir (server pods on k8s)"),
     Variable("MLCICD_ALERT_WEBHOOK", None, "Slack-compatible URL every alert is posted to"),
-    Variable("MLCICD_MLFLOW_UI_URL", "http://127.0.0.1:5000", "MLflow UI links point here"),
+    Variable("MLCICD_MLFLOW_UI_URL", None, "MLflow UI links point here (mlcicd ui sets it)"),
+    Variable("MLCICD_FEEDBACK_TOKEN", None, "when set, /feedback needs 'Authorization: Bearer'"),
     Variable("MLCICD_FAULT", None, "fault tests only: the process dies at this phase"),
     Variable("MLCICD_CODE_VERSION", None, "code version recorded on MLflow runs (e.g. a git SHA)"),
     # timings (the demo shortens them)

@@ -45,9 +45,15 @@ def test_demo_tells_the_whole_story_and_exits_zero(demo):
     assert "promoted: v2 stable" in summary  # the good canary
     assert "rolled_back: v2 stable" in summary  # the hand-registered hotfix
     assert "drift trigger," in summary and "retraining trigger: drift sustained" in text
-    assert "rejected by non_inferiority" in summary and "still serving" in summary  # poisoned
+    # the poisoned batch: rejected on the golden set, found by bisect, revoked; then promotion
+    assert "rejected by non_inferiority" in text
+    blamed = text[text.index("bisect blamed 2005-08_statements.csv (") :].splitlines()[0]
+    assert "retrains), revoked; promoted:" in blamed, blamed
+    assert "following good batch" in summary
+    following = summary[summary.index("following good batch") :].splitlines()[0]
+    assert "promoted:" in following, following
     assert "make ui" in summary
-    # act 8: the other tasks through the same loop
+    # act 9: the other tasks through the same loop
     assert "digits v1 serves (k=10): accuracy" in summary
     assert "diabetes v1 serves: live MAE" in summary
     # canary promotion and rollback happened under live traffic without one failed request
@@ -61,6 +67,8 @@ def test_after_the_demo_status_is_consistent(demo):
     assert d["alias_mismatches"] == []
     assert status["mlflow_tracking_uri"] == f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     assert len(status["quarantine"]) >= 1
+    (revoked,) = status["revoked"]
+    assert revoked["batch"] == "2005-08_statements.csv" and revoked["by"] == "data bisect"
     triggers = status["monitoring"]["retraining_triggers"]
     assert triggers and triggers[-1]["cause"] == "drift" and triggers[-1]["reason"]
     # the landing zone was never edited: every landed file is still there

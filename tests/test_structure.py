@@ -37,7 +37,10 @@ def _imports(*, top_level_only: bool) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                # `from pkg import submodule` needs the submodule (the package's __init__
+                # runs first in any case); `from module import name` needs the module
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [t for t in subs if t in modules] or [node.module]
             found |= {t for t in targets if t in modules and t != name}
         graph[name] = found
     return graph

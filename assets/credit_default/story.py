@@ -10,9 +10,13 @@ Dagster runs, MLflow, the model server over HTTP):
 5. a hand-registered hotfix that skipped the pipeline is canaried -> rolled back
 6. traffic drifts (credit limits halved for a new segment) -> monitoring sees it ->
    the retraining policy turns labelled traffic into a batch -> retrained, promoted
-7. a batch with inverted labels lands -> valid data, but the model trained on it
-   fails the gates on the trusted golden set -> rejected, production untouched
-8. the same loop for the other tasks of the code location: a digits batch (multiclass,
+7. a batch with inverted labels lands beside two honest ones -> three data gates,
+   one training; the model fails the gates on the trusted golden set -> rejected,
+   production untouched; data bisect retrains on subsets, names the poisoned batch
+   and revokes it; the model trained without it is canaried and promoted
+8. a following good batch lands -> trained (still without the revoked batch),
+   canaried and promoted: the loop never jams
+9. the same loop for the other tasks of the code location: a digits batch (multiclass,
    the pipeline's own torch module) and a diabetes batch (regression) land -> each is
    trained, gated on its task's losses, served, labelled and measured
 
@@ -63,7 +67,10 @@ def slices() -> dict[str, pd.DataFrame]:
         "defective": 500,
         "batch_2": 3000,
         "drift_traffic": 1500,
-        "poisoned": 5000,
+        "poisoned": 3000,
+        "honest_north": 700,
+        "honest_south": 700,
+        "following": 600,
     }
     out, start = {}, 0
     for name, n in sizes.items():
@@ -156,13 +163,21 @@ def run_demo(module: Any) -> int:
         story.record("drift -> retrain", runner.retrain_line(), t)
 
         t = time.perf_counter()
-        runner.say("7. A batch with inverted labels lands")
+        runner.say("7. A batch with inverted labels lands, with two honest ones")
         runner.land("2005-08_statements.csv", poisoned(parts["poisoned"]))
+        runner.land("2005-08_branch-north.csv", parts["honest_north"])
+        runner.land("2005-08_branch-south.csv", parts["honest_south"])
         runner.cycle()
-        story.record("poisoned labels", runner.gate_line(), t)
+        story.record("poisoned labels -> bisect", runner.bisect_line(), t)
 
         t = time.perf_counter()
-        runner.say("8. The same loop for other tasks: multiclass (torch) and regression")
+        runner.say("8. A following good batch lands")
+        runner.land("2005-09_statements.csv", parts["following"])
+        runner.cycle()
+        story.record("following good batch", runner.rollout_line(), t)
+
+        t = time.perf_counter()
+        runner.say("9. The same loop for other tasks: multiclass (torch) and regression")
         from mlcicd_dagster.demo.task_story import other_tasks
 
         story.record("other tasks", other_tasks(module, runner, skip=SPEC.dataset), t)

@@ -32,6 +32,14 @@ same ``ctime``. Because the watermark only advances to ``now - settle`` and a fi
 becomes visible no later than its ``ctime`` (plus timestamp granularity), no file
 can appear "behind" the watermark unseen.
 
+Run keys
+--------
+A file's run key is its partition key plus a hash of its *content*
+(:func:`content_run_key`), never a file time: a home restored from a backup or
+copied elsewhere has new ``ctime``s everywhere, so the scan offers every file
+again, and the content key finds each one already ingested. A stalled write that
+resumes changes the content, hence the key, and the file is ingested again.
+
 Dagster-free on purpose: a sensor calls :func:`scan_landing` and turns
 ``ScanResult.new`` into dynamic partitions and run requests.
 """
@@ -123,6 +131,20 @@ def partition_key_for(name: str) -> str:
     slug = re.sub(r"\.{2,}", ".", slug)[:80] or "file"
     digest = hashlib.sha256(norm.encode("utf-8", "surrogateescape")).hexdigest()[:10]
     return f"{slug}~{digest}"
+
+
+def content_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_run_key(f: LandedFile) -> str:
+    """``<partition key>@<first 20 hex digits of the content's SHA-256>``."""
+    return f"{f.partition_key}@{content_sha256(f.path)[:20]}"
 
 
 def is_in_progress_name(name: str) -> bool:

@@ -221,7 +221,11 @@ def accept_batch(outcome: BatchOutcome, lake: Lake, *, dedupe: bool = True) -> P
                 outcome.duplicate = dup
                 outcome.reason = dup.reason()
                 raise ValueError(f"{outcome.name}: {dup.reason()['summary']}")
-        path = lake.write_validated(outcome.partition_key, outcome.accepted)
+        path = lake.write_validated(
+            outcome.partition_key,
+            outcome.accepted,
+            source={"file": outcome.name, "sha256": outcome.sha256},
+        )
         index.register(
             outcome.partition_key,
             outcome.sha256 or "",

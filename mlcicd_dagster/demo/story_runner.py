@@ -191,12 +191,8 @@ class StoryRunner:
 
         cand = records.read_candidate(self.home, self.spec) or {}
         gates = records.read_gates(self.home, self.spec, str(cand.get("version")))
-        from mlcicd_dagster.pipeline.model_assets import MODEL_GATES
-
-        failed = {  # in the gates' declared order: quality first
-            k: gates[k].get("summary")
-            for k in MODEL_GATES
-            if k in gates and not gates[k].get("passed")
+        failed = {  # in the order the gates recorded them: quality first
+            k: v.get("summary") for k, v in gates.items() if not v.get("passed")
         }
         for name, why in failed.items():
             print(f"  {name}: {why}")
@@ -204,6 +200,38 @@ class StoryRunner:
         stable = s.stable.version if s.stable else "-"
         verdict = f"rejected by {', '.join(failed)}" if failed else "passed every gate"
         return f"v{cand.get('version')} {verdict}; still serving v{stable}"
+
+    def bisect_line(self) -> str:
+        """The rejection, the data bisect's verdict, and what serves after it."""
+        import json
+
+        from mlcicd_dagster.pipeline import records
+
+        found = sorted(
+            records.model_dir(self.home, self.spec).glob("bisect-*.json"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not found:
+            return f"no data bisect ran; {self.gate_line()}"
+        rec = json.loads(found[-1].read_text())
+        gates = records.read_gates(self.home, self.spec, str(rec["candidate"]))
+        failed = [k for k, g in gates.items() if not g.get("passed")]
+        print(f"  v{rec['candidate']} rejected by {', '.join(failed) or '?'}")
+        for name in failed:
+            print(f"    {name}: {gates[name].get('summary')}")
+        print(f"  data bisect of v{rec['candidate']}: {rec['explanation']}")
+        for trial in rec.get("trials", []):
+            verdict = "passes" if trial["passed"] else "FAILS"
+            print(f"    retrained with {', '.join(trial['included'])}: {verdict} on golden")
+        if rec.get("verdict") != "found":
+            return (
+                f"v{rec['candidate']} rejected; bisect {rec.get('verdict')}; {self.rollout_line()}"
+            )
+        revoked = "revoked" if rec.get("revoked") else "reported"
+        return (
+            f"v{rec['candidate']} rejected; bisect blamed {', '.join(rec['culprits'])} "
+            f"({rec['retrains']} retrains), {revoked}; {self.rollout_line()}"
+        )
 
     def summary(self, story: Any) -> None:
         from mlcicd_dagster.pipeline.status import collect_status
@@ -221,7 +249,10 @@ class StoryRunner:
             f"Serving: v{d['stable']['version'] if d['stable'] else '-'} "
             f"(revision {d['revision']}); aliases in sync: {not d['alias_mismatches']}"
         )
-        print(f"Landed files: {len(self.landed)}; quarantined: {len(status['quarantine'])}")
+        print(
+            f"Landed files: {len(self.landed)}; quarantined: {len(status['quarantine'])}; "
+            f"revoked: {', '.join(r['batch'] for r in status.get('revoked', [])) or 'none'}"
+        )
         if self.traffic is not None:
             print(f"Traffic: {self.traffic_line()}")
         print(f"MLflow: {status['mlflow_tracking_uri']}")

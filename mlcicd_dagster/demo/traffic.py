@@ -24,6 +24,7 @@ class TrafficStats:
     answered: int = 0
     failed: int = 0
     feedback_sent: int = 0
+    feedback_refused: int = 0  # answered with an error (401: the server wants a token)
     by_version: Counter = field(default_factory=Counter)
     statuses: Counter = field(default_factory=Counter)
 
@@ -39,7 +40,15 @@ class TrafficReplayer:
         label_delay_s: float = 0.5,
         max_seconds: float = 900.0,
         loop: bool = True,
+        feedback_token: str | None = None,
     ) -> None:
+        """``feedback_token``: sent as ``Authorization: Bearer`` on /feedback (default:
+        ``$MLCICD_FEEDBACK_TOKEN``, the server's token)."""
+        from mlcicd_dagster import settings
+        from mlcicd_dagster.serving.config import FEEDBACK_TOKEN_ENV
+
+        token = feedback_token if feedback_token is not None else settings.get(FEEDBACK_TOKEN_ENV)
+        self._feedback_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self.features = rows.drop(columns=[label])
         self.labels = rows[label].astype(float).to_numpy()
@@ -122,8 +131,10 @@ class TrafficReplayer:
         if not batch:
             return
         try:
-            r = client.post(f"{self.url}/feedback", json=batch)
+            r = client.post(f"{self.url}/feedback", json=batch, headers=self._feedback_headers)
             if r.status_code == 200:
                 self.stats.feedback_sent += len(batch)
+            else:
+                self.stats.feedback_refused += len(batch)
         except Exception:
             pass

@@ -85,12 +85,19 @@ class GateSizing:
         return 1.0 - self.false_rejection
 
     def gate_values(self) -> dict[str, Any]:
-        """The gates.yaml keys this sizing sets."""
+        """The gates.yaml keys this sizing sets, with the ``design`` the gates check their
+        error rates against when the pipeline loads (the measured, widened per-row SDs,
+        the holdout size, and the difference each metric still catches)."""
         out: dict[str, Any] = {m.config_key: m.margin for m in self.metrics}
         out["alpha"] = ALPHA
         out["max_design_false_rejection"] = round(1 - TARGET_PASS, 4)
         if self.auc_floor is not None:
             out["auc_floor"] = self.auc_floor
+        out["design"] = {
+            "holdout_rows": self.holdout_rows,
+            "sd_per_row": {m.metric: _round_up(m.sd_per_row * SD_SAFETY) for m in self.metrics},
+            "worse_by": {m.metric: m.caught for m in self.metrics},
+        }
         return out
 
     def lines(self) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlcicd_dagster.models.gates import GateResult
+from mlcicd_dagster.models.gates.base import GateResult, md_escape, md_row
 
 DEFAULT_INTENDED_USE = (
     "Ranking and flagging cases for human review by the probability of the positive class. "
@@ -24,7 +24,25 @@ DEFAULT_LIMITS = (
 
 
 def _num(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    """Numbers rounded for people (4 significant digits), text as is."""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        if v == int(v) and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.4g}"
+    if isinstance(v, str):
+        try:
+            return _num(float(v)) if any(c.isdigit() for c in v) and "." in v else v
+        except ValueError:
+            return v
+    return str(v)
+
+
+PARAM_MAX_CHARS = 120
+"""A parameter's value in the card is cut here (the MLflow run has the whole value)."""
 
 
 def card(
@@ -65,11 +83,14 @@ def card(
     for k, v in data.items():
         if k == "features" and isinstance(v, list | tuple):
             v = ", ".join(map(str, v))
-        lines.append(f"- {k}: {_num(v)}")
+        lines.append(f"- {k}: {md_escape(_num(v))}")
     lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_num(v)} |" for k, v in metrics.items()]
+    lines += [md_row([k, _num(v)]) for k, v in metrics.items()]
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in params.items() if k != "features"]
+    shown = {k: v for k, v in params.items() if k != "features"}
+    lines += [md_row([k, _cut(_num(v))]) for k, v in sorted(shown.items())]
+    if not shown:
+        lines.append("| (none recorded) | |")
     slices = next((g for g in gates if g.name == "slices"), None)
     if slices is not None:
         lines += ["", "## Slices", "", slices.to_markdown()]
@@ -80,6 +101,10 @@ def card(
                 lines += ["", g.to_markdown()]
     lines += ["", "## Limits", limits, ""]
     return "\n".join(lines)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= PARAM_MAX_CHARS else text[: PARAM_MAX_CHARS - 3] + "..."
 
 
 def store_card(

@@ -31,6 +31,23 @@ class SliceSpec:
 
 
 @dataclass(frozen=True)
+class DesignSpec:
+    """What the gates are designed for, so their error rates can be computed before any
+    model exists (``models.stats.design_non_inferiority``) and a config that would
+    reject an equally good model too often is refused when the pipeline loads."""
+
+    holdout_rows: int = 1000
+    """The smallest holdout the gates will judge on (the first retrain's)."""
+    sd_per_row: dict[str, float] = field(default_factory=lambda: {"auc": 0.25, "log_loss": 0.15})
+    """Per-row SD of candidate-minus-champion for each metric (``stats.per_row_sd`` on
+    two honest retrains; bench_gate_simulation measures it on real data)."""
+    worse_by: dict[str, float] = field(default_factory=lambda: {"auc": 0.05, "log_loss": 0.05})
+    """What "clearly worse" means per metric: the design's power is for this."""
+    max_false_rejection: float = 0.10
+    """Refuse the config when the whole set of gates would fail an equal model more often."""
+
+
+@dataclass(frozen=True)
 class GateConfig:
     label: str
     alpha: float = 0.05
@@ -59,14 +76,24 @@ class GateConfig:
     fairness_max_gap: float = 0.10
     """First model ever: the absolute largest gap allowed."""
     behavioral_path: Path | None = None
-    serving_p99_ms: float = 50.0
-    serving_min_rows_per_s: float = 2000.0
     serving_max_ratio: float = 1.25
+    """The candidate may be at most this much slower than the champion (median of paired,
+    interleaved calls; fails only when the one-sided bound of the ratio is above it)."""
+    serving_p99_ms: float | None = None
+    """Optional absolute ceiling on p99 single-row latency (machine load counts here)."""
+    serving_min_rows_per_s: float | None = None
+    """Optional absolute floor on batch throughput (machine load counts here)."""
     serving_single_calls: int = 200
+    serving_batch_calls: int = 15
     serving_batch_rows: int = 1000
     infra_rows: int = 500
     infra_atol_torch: float = 1e-6
     """float32 graphs exported by torch.export may differ from eager by one ulp."""
+    gates: tuple[str, ...] = ()
+    """The gates to run, by registered name (default: every built-in gate)."""
+    gate_modules: tuple[str, ...] = ()
+    """Modules imported first so that the gates they register can be named in ``gates``."""
+    design: DesignSpec = field(default_factory=DesignSpec)
     infra_atol: float = 1e-12
     """scikit-learn models: float64 sums in another order (another process, batch size,
     BLAS threads) differ in the last bits; a LogisticRegression differed by 1.9e-17."""
@@ -95,13 +122,19 @@ class GateConfig:
                 raise GateConfigError(f"slices[{i}].edges must be >= 2 increasing numbers")
             groups = {str(k): tuple(v) for k, v in (s.get("groups") or {}).items()}
             specs.append(SliceSpec(str(s["column"]), kind, edges, groups))
+        design = _design(data.pop("design", None) or {})
+        for key in ("gates", "gate_modules"):
+            value = data.pop(key, None) or ()
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise GateConfigError(f"{key} must be a list of names")
+            data[key] = tuple(value)
         bpath = data.pop("behavioral_path", None)
         if bpath is not None:
             bpath = Path(bpath)
             if not bpath.is_absolute() and base_dir is not None:
                 bpath = base_dir / bpath
         try:
-            return cls(slices=tuple(specs), behavioral_path=bpath, **data)
+            return cls(slices=tuple(specs), behavioral_path=bpath, design=design, **data)
         except TypeError as exc:
             raise GateConfigError(str(exc)) from exc
 
@@ -113,6 +146,36 @@ class GateConfig:
         except (OSError, yaml.YAMLError) as exc:
             raise GateConfigError(f"cannot read gate config {path}: {exc}") from exc
         return cls.from_dict(raw, base_dir=path.parent)
+
+
+def _design(raw: Any) -> DesignSpec:
+    if not isinstance(raw, dict):
+        raise GateConfigError("design must be a mapping")
+    known = {f.name for f in fields(DesignSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise GateConfigError(f"unknown design key(s): {', '.join(unknown)}")
+    base = DesignSpec()
+    try:
+        sd = {
+            **base.sd_per_row,
+            **{str(k): float(v) for k, v in (raw.get("sd_per_row") or {}).items()},
+        }
+        worse = {
+            **base.worse_by,
+            **{str(k): float(v) for k, v in (raw.get("worse_by") or {}).items()},
+        }
+        rows = int(raw.get("holdout_rows", base.holdout_rows))
+        top = float(raw.get("max_false_rejection", base.max_false_rejection))
+    except (TypeError, ValueError) as exc:
+        raise GateConfigError(f"design: {exc}") from exc
+    if rows < 20:
+        raise GateConfigError(f"design.holdout_rows must be >= 20, got {rows}")
+    if not 0 < top < 1:
+        raise GateConfigError(f"design.max_false_rejection must be in (0, 1), got {top}")
+    if any(v <= 0 for v in (*sd.values(), *worse.values())):
+        raise GateConfigError("design.sd_per_row and design.worse_by must be positive")
+    return DesignSpec(rows, sd, worse, top)
 
 
 def load_gate_config(path: str | Path) -> GateConfig:

@@ -33,9 +33,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from mlcicd_dagster.platform.lazy import lazy
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy("numpy")
+
 
 PROB_CLIP = 1e-4
 """The one clipping constant for probabilities before a log (see the module doc)."""
@@ -45,11 +52,12 @@ PROB_CLIP = 1e-4
 # ---------------------------------------------------------------------------
 
 
+_NORMAL = NormalDist()
+
+
 def z_quantile(alpha: float) -> float:
     """``z_{1-alpha}``: the one-sided normal critical value."""
-    from scipy.stats import norm
-
-    return float(norm.ppf(1.0 - alpha))
+    return _NORMAL.inv_cdf(1.0 - alpha)
 
 
 _z = z_quantile
@@ -164,20 +172,16 @@ def log_loss_diff(
 
 def normal_p_greater(estimate: float, se: float, null: float) -> float:
     """One-sided p-value for H0: theta <= null vs H1: theta > null."""
-    from scipy.stats import norm
-
     if se <= 0:
         return 0.0 if estimate > null else 1.0
-    return float(norm.sf((estimate - null) / se))
+    return 1.0 - _NORMAL.cdf((estimate - null) / se)
 
 
 def normal_p_less(estimate: float, se: float, null: float) -> float:
     """One-sided p-value for H0: theta >= null vs H1: theta < null."""
-    from scipy.stats import norm
-
     if se <= 0:
         return 0.0 if estimate < null else 1.0
-    return float(norm.cdf((estimate - null) / se))
+    return _NORMAL.cdf((estimate - null) / se)
 
 
 # ---------------------------------------------------------------------------
@@ -185,20 +189,16 @@ def normal_p_less(estimate: float, se: float, null: float) -> float:
 # ---------------------------------------------------------------------------
 def design_false_rejection(se: float, margin: float, alpha: float) -> float:
     """P(reject | candidate exactly as good as champion) for a one-sided NI test."""
-    from scipy.stats import norm
-
     if se <= 0:
         return 0.0 if margin > 0 else alpha
-    return float(norm.cdf(z_quantile(alpha) - margin / se))
+    return _NORMAL.cdf(z_quantile(alpha) - margin / se)
 
 
 def design_power(se: float, margin: float, alpha: float, worse_by: float) -> float:
     """P(reject | candidate worse than the champion by ``worse_by``) for a one-sided NI test."""
-    from scipy.stats import norm
-
     if se <= 0:
         return 1.0 if worse_by > margin else 0.0
-    return float(norm.cdf((worse_by - margin) / se - z_quantile(alpha)))
+    return _NORMAL.cdf((worse_by - margin) / se - z_quantile(alpha))
 
 
 @dataclass(frozen=True)
@@ -360,10 +360,9 @@ def wilson_interval(successes: int, n: int, z: float) -> tuple[float, float]:
     """Wilson score interval for ``successes / n`` with normal quantile ``z`` (statsmodels)."""
     if n <= 0:
         return (0.0, 1.0)
-    from scipy.stats import norm
     from statsmodels.stats.proportion import proportion_confint
 
-    alpha = float(2 * norm.sf(z))
+    alpha = 2 * (1 - _NORMAL.cdf(z))
     k = int(successes)
     lo, hi = proportion_confint(k, int(n), alpha=alpha, method="wilson")
     # exact at the edges (statsmodels' float arithmetic leaves 1e-17 there)

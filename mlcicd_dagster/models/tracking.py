@@ -244,11 +244,11 @@ class TrackedModel:
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """A link to the run in the MLflow UI (``$MLCICD_MLFLOW_UI_URL`` for a local store)."""
-    base = (
-        tracking_uri
-        if tracking_uri.startswith("http")
-        else (settings.get("MLCICD_MLFLOW_UI_URL") or "")
+    """A link to the run in the MLflow UI: ``$MLCICD_MLFLOW_UI_URL`` when set (``mlcicd ui``
+    sets it to the MLflow UI it starts; ``deploy/`` to where browsers reach the tracking
+    server), else a tracking server's own URL, else the local default of ``mlcicd ui``."""
+    base = settings.get("MLCICD_MLFLOW_UI_URL") or (
+        tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
     )
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 

@@ -80,12 +80,16 @@ class MetricEstimate:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MetricEstimate:
+        def num(key: str) -> float:  # to_dict writes a non-finite number as null
+            v = d.get(key)
+            return float("nan") if v is None else float(v)
+
         return cls(
             name=str(d["name"]),
-            value=float(d["value"]),
-            lo=float(d["lo"]),
-            hi=float(d["hi"]),
-            se=float(d["se"]),
+            value=num("value"),
+            lo=num("lo"),
+            hi=num("hi"),
+            se=num("se"),
             n=int(d["n"]),
             level=float(d["level"]),
             method=str(d["method"]),

@@ -8,8 +8,9 @@ under ``mlcicd/cycle/<sensor>``, apart from the daemon's own, which is safe
 because the sensors are idempotent (a landed file already known as a partition
 is never requested again).
 
-A run that fails because a blocking gate said no is the system doing its job
-(``outcome = "rejected"``); any other failure is an error.
+A run in which a gate said no is the system doing its job (``outcome = "rejected"``;
+the run itself is green: a rejection is a failed check with ``outcome: rejected``, and
+the gate has already alerted with its reason); any failure of the run is an error.
 
 One runner per request: a request with a run key is claimed with a lease in the
 home (``run-<key digest>``) before the "already ran?" check, so two cycles (or a cycle
@@ -247,7 +248,7 @@ def _evaluate_once(
             job_name = rr.job_name or _sensor_job_name(sensor)
             outcome = _execute(defs, instance, sensor.name, job_name, rr, quiet)
         report.runs.append(outcome)
-        if outcome.outcome != "success":
+        if outcome.outcome == "error":  # a rejection was alerted by its gate, with the reason
             _alert(outcome)
         _check_stop()
     if new_cursor is not None and new_cursor != cursor:
@@ -364,10 +365,10 @@ def _execute(
     failed_checks = [
         f"{e.asset_key.to_user_string()}:{e.check_name}"
         for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+        if not e.passed and (e.severity == dg.AssetCheckSeverity.ERROR or _rejection(e))
     ]
     if result.success:
-        outcome, error = "success", None
+        outcome, error = ("rejected" if failed_checks else "success"), None
     elif failed_checks and not _non_check_failures(result):
         outcome, error = "rejected", None
     else:
@@ -383,6 +384,12 @@ def _execute(
         failed_checks=failed_checks,
         error=error,
     )
+
+
+def _rejection(evaluation: Any) -> bool:
+    """A failed check that is a gate's rejection (``outcome: rejected`` metadata)."""
+    value = (evaluation.metadata or {}).get("outcome")
+    return getattr(value, "value", value) == "rejected"
 
 
 def _was_interrupted(result: dg.ExecuteInProcessResult) -> bool:

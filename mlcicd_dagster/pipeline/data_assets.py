@@ -9,6 +9,7 @@ the file to quarantine with a reason JSON and nothing downstream runs.
 """
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ def landed_file(landing: Path, partition_key: str) -> Path | None:
 
 
 def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefinition):
+    from mlcicd_dagster.pipeline.data_gate import drift_rules
+
+    drift_rules(spec)  # a bad drift rule is refused when the code location loads
     raw_key = dg.AssetKey(spec.key("raw_batch"))
 
     @dg.asset(
@@ -54,12 +58,6 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         from mlcicd_dagster.data.fingerprint import file_sha256
         from mlcicd_dagster.data.readers import BatchReadError, read_batch
 
-        if mlcicd.colocated_steps:
-            from mlcicd_dagster.models.gates import prewarm_infra_validation
-
-            # The run's model gates run in this process: their fresh interpreter's
-            # imports (seconds) now overlap the data gate and training.
-            prewarm_infra_validation()
         home = mlcicd.home
         key = context.partition_key
         src = landed_file(home.landing(spec.dataset), key)
@@ -86,29 +84,42 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
             meta["reason"] = str(report["reason"])
         return dg.MaterializeResult(metadata=meta)
 
-    @dg.asset_check(
-        asset=raw_batch,
-        name="data_suite",
-        blocking=True,
-        description="Great Expectations suite + duplicate test; failures quarantine the batch.",
+    # The data gate: one step judges the batch (suite + duplicates, then drift against
+    # the training reference), so a batch is quarantined once, with one reason. Both
+    # checks are partitioned with the batch: the partition view shows each file's
+    # verdict and reason. Blocking, so validated_batch waits for the verdict; a
+    # rejection is a WARN (the run stays green) and validated_batch then materializes
+    # nothing (the staged rows are gone to quarantine). Only an error fails the run.
+    with warnings.catch_warnings():  # partitioned checks are "preview" in Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        check_specs = [
+            dg.AssetCheckSpec(
+                "data_suite",
+                asset=raw_key,
+                blocking=True,
+                partitions_def=partitions,
+                description="Great Expectations suite + duplicate test; a failure "
+                "quarantines the batch with its reason.",
+            ),
+            dg.AssetCheckSpec(
+                "drift",
+                asset=raw_key,
+                blocking=True,
+                partitions_def=partitions,
+                description="Per-column drift against the training reference; drift in a "
+                "column of the suite's meta.mlcicd.drift.block_on rejects the batch.",
+            ),
+        ]
+
+    @dg.multi_asset_check(
+        specs=check_specs,
+        name=f"{spec.dataset}__data_gate",
+        description="The data gate of one landed batch.",
     )
-    def data_suite(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
-        from mlcicd_dagster.pipeline.data_gate import judge_staged_batch
+    def data_gate(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.data_gate import judge_batch
 
-        return judge_staged_batch(spec, mlcicd.home, context.partition_key, context.log)
-
-    @dg.asset_check(
-        asset=raw_batch,
-        name="drift",
-        # Blocking so that validated_batch waits for it; only drift the suite's rules
-        # mark as blocking comes back as ERROR, the rest is a WARN that lets it pass.
-        blocking=True,
-        description="Per-feature drift against the training reference (WARN by default).",
-    )
-    def drift(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
-        from mlcicd_dagster.pipeline.data_gate import drift_against_reference
-
-        return drift_against_reference(spec, mlcicd.home, context.partition_key)
+        yield from judge_batch(spec, mlcicd.home, context.partition_key, context.log)
 
     @dg.asset(
         key=dg.AssetKey(spec.key("validated_batch")),
@@ -118,16 +129,18 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         group_name=spec.dataset,
         kinds={"parquet"},
         automation_condition=ELIGIBLE,
-        description="Accepted rows of one batch, in the Parquet lake.",
+        output_required=False,
+        description="Accepted rows of one batch, in the Parquet lake (nothing for a "
+        "rejected batch: it is in quarantine with its reason).",
     )
-    def validated_batch(
-        context: dg.AssetExecutionContext, mlcicd: MlcicdResource
-    ) -> dg.MaterializeResult:
+    def validated_batch(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.data_gate import accept_staged_batch
 
-        return accept_staged_batch(spec, mlcicd.home, context.partition_key)
+        result = accept_staged_batch(spec, mlcicd.home, context.partition_key, context.log)
+        if result is not None:
+            yield result
 
-    return [raw_batch, validated_batch], [data_suite, drift]
+    return [raw_batch, validated_batch], [data_gate]
 
 
 def read_report(stage: Path, partition_key: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ before go to the lake in one atomic write, then the dedupe index learns them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from logging import Logger
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,39 @@ def _row_hashes(df: Any, spec: PipelineSpec) -> Any:
 
     cols = [c for c in (*spec.features, spec.label, spec.id_column) if c and c in df.columns]
     return row_hashes(df, cols)
+
+
+def drift_rules(spec: PipelineSpec) -> Any:
+    """The pipeline's drift rules (its suite's ``meta.mlcicd.drift``), checked."""
+    from mlcicd_dagster.data.drift import DriftRules
+
+    columns = [*spec.features, spec.label]
+    try:
+        return DriftRules.from_suite_meta(
+            _suite(spec.suite_path).meta, columns=columns, source=str(spec.suite_path)
+        )
+    except ValueError as exc:
+        from mlcicd_dagster.data.suite import SuiteError
+
+        raise SuiteError(str(exc)) from exc
+
+
+def judge_batch(
+    spec: PipelineSpec, home: Home, key: str, log: Logger
+) -> Iterator[dg.AssetCheckResult]:
+    """The data gate: ``data_suite`` then ``drift``, one result each (see data_assets)."""
+    suite = judge_staged_batch(spec, home, key, log)
+    yield suite
+    if not suite.passed:
+        yield dg.AssetCheckResult(
+            check_name="drift",
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="not judged: the batch was rejected by the suite",
+            metadata={"outcome": "not judged"},
+        )
+        return
+    yield drift_against_reference(spec, home, key, log)
 
 
 def judge_staged_batch(
@@ -83,7 +117,13 @@ def judge_staged_batch(
     if dup.is_duplicate:
         return _reject(spec, home, key, report, dup.reason(), metadata, log)
     log.info(f"{report['file']}: {validation.summary()}")
-    return dg.AssetCheckResult(passed=True, metadata=metadata)
+    metadata["outcome"] = dg.MetadataValue.text("passed")
+    return dg.AssetCheckResult(
+        check_name="data_suite",
+        passed=True,
+        metadata=metadata,
+        description=f"accepted: {validation.summary()}"[:1000],
+    )
 
 
 def label_fits_task(df: Any, spec: PipelineSpec) -> dict[str, Any] | None:
@@ -121,7 +161,9 @@ def _reject(
     reason: dict[str, Any],
     metadata: dict[str, Any],
     log: Logger,
+    check_name: str = "data_suite",
 ) -> dg.AssetCheckResult:
+    """Quarantine the batch with its reason: a rejection (WARN, the run stays green)."""
     from mlcicd_dagster.data.quarantine import quarantine_file, record_refusal
     from mlcicd_dagster.platform.alerts import send_alert
 
@@ -138,28 +180,47 @@ def _reject(
     log.warning(f"quarantined {report.get('file')}: {summary}")
     send_alert(
         home,
-        "batch_quarantined",
-        f"{spec.dataset}: batch {report.get('file')} quarantined",
-        {"partition_key": key, "summary": summary, "quarantine": str(where)},
+        "rejected",
+        f"{spec.dataset}: batch {report.get('file')} rejected and quarantined: {summary}",
+        {
+            "stage": "data_gate",
+            "check": check_name,
+            "partition_key": key,
+            "reason": summary,
+            "quarantine": str(where),
+        },
     )
     meta = {
         **metadata,
+        "outcome": dg.MetadataValue.text("rejected"),
         "quarantined_to": dg.MetadataValue.path(str(where)),
         "reason": dg.MetadataValue.text(summary),
         "reason_json": dg.MetadataValue.json(_jsonable(reason)),
     }
     return dg.AssetCheckResult(
-        passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=meta, description=summary
+        check_name=check_name,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=meta,
+        description=f"rejected (quarantined): {summary}"[:1000],
     )
 
 
-def accept_staged_batch(spec: PipelineSpec, home: Home, key: str) -> dg.MaterializeResult:
+def accept_staged_batch(
+    spec: PipelineSpec, home: Home, key: str, log: Logger | None = None
+) -> dg.MaterializeResult | None:
+    """Move the batch's accepted rows into the lake; ``None`` (nothing materialized) when
+    the data gate rejected it (its staged rows went to quarantine)."""
     import pandas as pd
 
     from mlcicd_dagster.data.lake import Lake
 
     lake_dir = home.lake(spec.dataset)
     rows_path, report_path = staging_paths(home.staging(spec.dataset), key)
+    if not rows_path.exists():
+        if log is not None:
+            log.info(f"batch {key} was rejected by the data gate: nothing enters the lake")
+        return None
     report = read_report(home.staging(spec.dataset), key)
     df = _suite(spec.suite_path).conform(pd.read_parquet(rows_path))
     index = _dedupe(home, spec)
@@ -168,7 +229,11 @@ def accept_staged_batch(spec: PipelineSpec, home: Home, key: str) -> dg.Material
         dup = index.check(key, report["sha256"], hashes)
         fresh = df if dup.seen_mask is None else df[~dup.seen_mask]
         fresh_hashes = hashes if dup.seen_mask is None else hashes[~dup.seen_mask]
-        path = Lake(lake_dir).write_validated(key, fresh.reset_index(drop=True))
+        path = Lake(lake_dir).write_validated(
+            key,
+            fresh.reset_index(drop=True),
+            source={"file": report.get("file"), "sha256": report.get("sha256")},
+        )
         index.register(key, report["sha256"], fresh_hashes)
     rows_path.unlink(missing_ok=True)
     report_path.unlink(missing_ok=True)
@@ -182,24 +247,49 @@ def accept_staged_batch(spec: PipelineSpec, home: Home, key: str) -> dg.Material
     )
 
 
-def drift_against_reference(spec: PipelineSpec, home: Home, key: str) -> dg.AssetCheckResult:
+def drift_against_reference(
+    spec: PipelineSpec, home: Home, key: str, log: Logger | None = None
+) -> dg.AssetCheckResult:
+    """Drift of the staged batch against the training reference, by the suite's rules:
+    drift in a ``block_on`` column rejects (quarantines) the batch; other drift warns."""
+    import logging
+
     import pandas as pd
 
     rows_path, _ = staging_paths(home.staging(spec.dataset), key)
     if not rows_path.exists():
         return dg.AssetCheckResult(
+            check_name="drift",
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             description="nothing to compare: the batch was not readable or already accepted",
+            metadata={"outcome": "not judged"},
         )
+    rules = drift_rules(spec)
     profile = reference_profile(spec, home)
-    report = profile.compare(pd.read_parquet(rows_path))
-    severity = dg.AssetCheckSeverity.ERROR if report.blocking else dg.AssetCheckSeverity.WARN
+    report = profile.compare(pd.read_parquet(rows_path), **rules.compare_kwargs())
+    metadata = report.to_metadata()
+    metadata["block_on"] = dg.MetadataValue.text(", ".join(rules.block_on) or "(none)")
+    if report.blocking:
+        blocked = [r.feature for r in report.drifted if r.feature in rules.block_on]
+        reason = {
+            "kind": "drift",
+            "summary": f"drift in {', '.join(blocked)} (blocking rule meta.mlcicd.drift."
+            f"block_on): {report.summary()}",
+            "drift": report.to_dict(),
+        }
+        file_report = read_report(home.staging(spec.dataset), key)
+        return _reject(
+            spec, home, key, file_report, reason, metadata, log or logging.getLogger(__name__),
+            check_name="drift",
+        )  # fmt: skip
+    metadata["outcome"] = dg.MetadataValue.text("warning" if report.alarm else "passed")
     return dg.AssetCheckResult(
+        check_name="drift",
         passed=not report.alarm,
-        severity=severity,
-        metadata=report.to_metadata(),
-        description=report.summary(),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=("drift warning (batch accepted): " if report.alarm else "") + report.summary(),
     )
 
 

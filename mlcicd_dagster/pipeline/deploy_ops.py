@@ -67,8 +67,12 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
         version, run_id = str(cand["version"]), cand.get("run_id")
         tags = client.get_model_version(spec.model_name, version).tags
         if tags.get("gates.decision") != "PASS":
-            why = f"v{version} did not pass the model gates ({tags.get('gates.failed')})"
-            return {**plan, "action": "none", "why": why}
+            still = f"v{state.stable.version}" if state.stable is not None else "nothing"
+            why = (
+                f"v{version} rejected by the model gates ({tags.get('gates.failed')}); "
+                f"still serving {still}"
+            )
+            return {**plan, "action": "none", "rejected": version, "why": why}
     if state.stable is not None and state.stable.version == version:
         return {**plan, "action": "none", "why": f"v{version} already serves as stable"}
     inflight = state.canary or state.shadow
@@ -178,8 +182,10 @@ def record(spec: PipelineSpec, mlcicd: MlcicdResource, outcome: dict, log: Logge
 
     home = mlcicd.home
     state = read_state(home.deployment_state(spec.model_name), spec.model_name)
+    rejected = (outcome.get("plan") or {}).get("rejected")
     summary = {
-        "outcome": outcome.get("outcome"),
+        # a gate's rejection is an outcome of its own: the champion still serves
+        "outcome": "rejected" if rejected else outcome.get("outcome"),
         "version": (outcome.get("plan") or {}).get("version"),
         "strategy": (outcome.get("plan") or {}).get("strategy"),
         "why": (outcome.get("plan") or {}).get("why"),
@@ -193,7 +199,10 @@ def record(spec: PipelineSpec, mlcicd: MlcicdResource, outcome: dict, log: Logge
             f"{summary['strategy']} of v{summary['version']} staged; the rollout controller "
             "sensor moves it on as evidence arrives (`mlcicd status` says what it waits for)"
         )
-    if summary["outcome"] != "unchanged" or not last_rollout_path(spec, mlcicd.home).exists():
+    if (
+        summary["outcome"] not in ("unchanged", "rejected")
+        or not last_rollout_path(spec, mlcicd.home).exists()
+    ):
         atomic_write_json(last_rollout_path(spec, mlcicd.home), summary)
     if summary["outcome"] == "rolled_back":
         from mlcicd_dagster.platform.alerts import send_alert
@@ -213,6 +222,10 @@ def record(spec: PipelineSpec, mlcicd: MlcicdResource, outcome: dict, log: Logge
     }
     if summary["why"]:
         summary["metadata"]["why"] = str(summary["why"])
+    if rejected:
+        stable = state.stable.version if state.stable is not None else None
+        summary["metadata"]["rejected_version"] = str(rejected)
+        summary["metadata"]["still_serving"] = f"v{stable}" if stable else "nothing"
     return summary
 
 

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from mlcicd_dagster.pipeline.bisect import build_bisect_job
 from mlcicd_dagster.pipeline.data_assets import build_data_assets
 from mlcicd_dagster.pipeline.deploy_assets import build_deploy_assets
 from mlcicd_dagster.pipeline.model_assets import build_model_assets
 from mlcicd_dagster.pipeline.monitoring_assets import build_monitoring_assets
+from mlcicd_dagster.pipeline.revocation import build_revocation_job
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 
 
@@ -45,15 +47,15 @@ def build_pipeline(spec: PipelineSpec) -> PipelineDefs:
         asset_checks=[*data_checks, *model_checks, *deploy_checks, *monitoring_checks],
     )
     key = spec.key
-    everything_upstream_of_deploy = dg.AssetSelection.assets(
-        dg.AssetKey(key("deployment"))
-    ).upstream()
     p.jobs = [
         dg.define_asset_job(
             p.job_name("ingest"),
-            selection=everything_upstream_of_deploy,
+            selection=dg.AssetSelection.assets(
+                dg.AssetKey(key("raw_batch")), dg.AssetKey(key("validated_batch"))
+            ),
             partitions_def=partitions,
-            description="A landed file through the data gate, training, model gates and rollout.",
+            description="A landed file through its data gate into the lake (training is "
+            "coalesced: see the training sensor).",
         ),
         dg.define_asset_job(
             p.job_name("retrain"),
@@ -62,7 +64,7 @@ def build_pipeline(spec: PipelineSpec) -> PipelineDefs:
                 dg.AssetKey(key("model")),
                 dg.AssetKey(key("deployment")),
             ),
-            description="Retrain on the lake, judge, roll out (monitoring triggers carry why).",
+            description="One training on every validated, unrevoked batch; gates; rollout.",
         ),
         dg.define_asset_job(
             p.job_name("deploy"),
@@ -75,5 +77,7 @@ def build_pipeline(spec: PipelineSpec) -> PipelineDefs:
             partitions_def=monitoring_partitions,
             description="Live metrics and drift for one window of served traffic.",
         ),
+        build_revocation_job(p),
+        build_bisect_job(p),
     ]
     return p

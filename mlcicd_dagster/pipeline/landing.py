@@ -22,7 +22,7 @@ SETTLE_ENV = "MLCICD_LANDING_SETTLE_SECONDS"
 def landing_tick(
     p: PipelineDefs, home: Home, context: dg.SensorEvaluationContext
 ) -> dg.SensorResult:
-    from mlcicd_dagster.data.landing import DEFAULT_SETTLE_SECONDS, scan_landing
+    from mlcicd_dagster.data.landing import DEFAULT_SETTLE_SECONDS, content_run_key, scan_landing
     from mlcicd_dagster.data.quarantine import record_refusal
     from mlcicd_dagster.pipeline.monitoring_policy import trigger_tags_for
 
@@ -45,10 +45,15 @@ def landing_tick(
         known = context.instance.has_dynamic_partition(spec.partitions_name, key)
         if not known and key not in new_keys:
             new_keys.append(key)
+        try:
+            run_key = content_run_key(f)
+        except FileNotFoundError:
+            continue  # deleted between the scan and now: nothing to ingest
         run_requests.append(
             dg.RunRequest(
-                # A file re-offered after a stalled write (new ctime) runs again.
-                run_key=f"{key}@{f.ctime_ns}",
+                # From content, not file times: a copied or restored home re-ingests
+                # nothing, and a file re-offered after a stalled write (new bytes) runs again.
+                run_key=run_key,
                 partition_key=key,
                 tags={
                     "mlcicd/landed_file": f.name[:200],

@@ -1,25 +1,28 @@
 """Where models are made and judged: ``training_set`` -> ``model`` + blocking gates.
 
-Each model gate is its own blocking asset check, so the UI shows which gate
-said no and why; any ERROR failure stops ``deployment``.
+Each model gate (the ones the pipeline's gates config names, from the gate registry)
+is its own blocking asset check, so the UI shows which gate said no and why. A
+*rejection* is a failed check of WARN severity (the run stays green): ``deployment``
+still runs, sees the rejection on the version's tags and records "rejected, still
+serving vN". Only a gate that could not judge (an error) fails with ERROR severity,
+failing the run and stopping ``deployment``.
+
+A gates config whose design would fail an equally good model too often is refused
+here, when the code location loads, with the fix.
 """
 
 import dagster as dg
 
-from mlcicd_dagster.pipeline.data_assets import ELIGIBLE
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.resources import MlcicdResource
 
-# In the order a reviewer reads them: quality, fairness, behaviour, speed, packaging.
-MODEL_GATES: dict[str, str] = {
-    "non_inferiority": "At least as good as the champion (paired CI on AUC and log-loss), "
-    "on the recent holdout and the trusted golden set.",
-    "slices": "No slice significantly worse than the champion (Holm); SEX TPR/FPR gap rule.",
-    "behavioral": "Invariance, directional and minimum-functionality tests from the YAML.",
-    "serving_budget": "p99 single-row latency and batch throughput within budget and 1.25x.",
-    "infra_validation": "The registered artifact, loaded in a fresh process by the serving "
-    "code, answers exactly as the in-memory model.",
-}
+
+def model_gates_of(spec: PipelineSpec) -> dict[str, str]:
+    """The pipeline's gates (name -> description), after checking the config's design."""
+    from mlcicd_dagster.models.gates import gates_of
+    from mlcicd_dagster.pipeline.model_gate import checked_gate_config
+
+    return {g.name: g.description for g in gates_of(checked_gate_config(spec))}
 
 
 def build_model_assets(spec: PipelineSpec):
@@ -31,8 +34,9 @@ def build_model_assets(spec: PipelineSpec):
         deps=[validated_key],
         group_name=spec.dataset,
         kinds={"parquet"},
-        automation_condition=ELIGIBLE,
-        description="All validated batches, with a stable hash-based holdout split.",
+        # No automation condition: the training sensor coalesces a burst of batches
+        # into one training (pipeline/training.py).
+        description="All validated, unrevoked batches, with a stable hash-based holdout split.",
     )
     def training_set(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.model_gate import build_training_set
@@ -45,7 +49,6 @@ def build_model_assets(spec: PipelineSpec):
         deps=[training_set],
         group_name=spec.dataset,
         kinds={"mlflow", spec.trainer},
-        automation_condition=ELIGIBLE,
         description=f"{spec.trainer} model trained, tracked and registered as "
         f"'{spec.model_name}' in MLflow. Unchanged inputs do not retrain.",
     )
@@ -58,7 +61,7 @@ def build_model_assets(spec: PipelineSpec):
 
     gate_specs = [
         dg.AssetCheckSpec(name, asset=model, blocking=True, description=text)
-        for name, text in MODEL_GATES.items()
+        for name, text in model_gates_of(spec).items()
     ]
 
     # One step for all gates: each model is scored once and the scores are shared

@@ -50,14 +50,18 @@ def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.Materi
     from mlcicd_dagster.data.lake import Lake
 
     lake = Lake(home.lake(spec.dataset))
-    keys = lake.keys()
+    keys = lake.active_keys()  # revoked batches stay in the lake, out of training
+    revoked = sorted(lake.revoked())
     if not keys:
-        raise dg.Failure("no validated batch in the lake yet: nothing to train on")
+        why = f" ({len(revoked)} revoked)" if revoked else ""
+        raise dg.Failure(f"no validated batch to train on in the lake{why}")
     rows = lake.read_validated(keys)
     mask = holdout_mask(rows, spec)
     train, holdout = rows[~mask].reset_index(drop=True), rows[mask].reset_index(drop=True)
     manifest = {
         "batches": keys,
+        "revoked": revoked,
+        "content_key": lake.content_key(keys),
         "rows": len(rows),
         "train_rows": len(train),
         "holdout_rows": len(holdout),
@@ -72,6 +76,7 @@ def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.Materi
     return dg.MaterializeResult(
         metadata={
             "batches": len(keys),
+            "revoked_batches": dg.MetadataValue.json(revoked),
             "train_rows": len(train),
             "holdout_rows": len(holdout),
             **{
@@ -121,8 +126,11 @@ def train_candidate(
         "run_url": tracked.run_url,
         "dagster_run_id": run_id,
         "training_rows": manifest.get("rows"),
+        "batches": manifest.get("batches"),
+        "content_key": manifest.get("content_key"),
     }
     records.write_candidate(mlcicd.home, spec, record)
+    records.write_version_data(mlcicd.home, spec, str(reg.version), record)
     verb = "unchanged inputs: reusing" if tracked.reused else "trained"
     log.info(f"{verb} {spec.model_name} v{reg.version}")
     meta: dict[str, Any] = {
@@ -140,16 +148,71 @@ def train_candidate(
 
 
 @functools.lru_cache(maxsize=4)
-def _gate_config(path: Path) -> Any:
+def _gate_config(path: Path, behavioral: Path | None = None) -> Any:
+    """The gates' config; the pipeline's ``behavioral`` file (defs.yaml), when declared,
+    is the behavioral gate's spec."""
+    import dataclasses
+
     from mlcicd_dagster.models.config import load_gate_config
 
-    return load_gate_config(path)
+    config = load_gate_config(path)
+    if behavioral is not None:
+        config = dataclasses.replace(config, behavioral_path=behavioral)
+    return config
+
+
+def count_rows(path: Path) -> int:
+    """Data rows of a CSV (optionally gzipped) or Parquet file, without pandas."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    import gzip
+
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        return max(sum(1 for line in fh if line.strip()) - 1, 0)
+
+
+def checked_gate_config(spec: PipelineSpec) -> Any:
+    """The pipeline's gates config, refused (``GateConfigError`` naming the fix) when its
+    design would fail an equally good model more often than ``design.max_false_rejection``.
+    """
+    from mlcicd_dagster.models.config import GateConfigError
+    from mlcicd_dagster.models.gates import DesignSizes, design_report
+
+    cfg = _gate_config(spec.gates_path)
+    try:
+        golden = count_rows(spec.golden_path)
+    except OSError as exc:
+        raise GateConfigError(f"cannot read the golden set {spec.golden_path}: {exc}") from exc
+    task = str(getattr(spec, "task", "binary"))
+    report = design_report(cfg, DesignSizes(cfg.design.holdout_rows, golden, task))
+    if report["false_rejection"] > cfg.design.max_false_rejection:
+        per = ", ".join(
+            f"{k} {v['false_rejection']:.1%}"
+            for k, v in report["gates"].items()
+            if v["false_rejection"] >= 0.001
+        )
+        raise GateConfigError(
+            f"{spec.gates_path}: by design these gates would reject an equally good model "
+            f"with probability up to {report['false_rejection']:.0%} (> "
+            f"{cfg.design.max_false_rejection:.0%}) at {cfg.design.holdout_rows:,} holdout and "
+            f"{golden:,} golden rows ({per}). Fix: " + "; ".join(report["fixes"] or ["-"])
+        )
+    return cfg
 
 
 def judge_all(
     spec: PipelineSpec, mlcicd: MlcicdResource, run_id: str, log: Logger
 ) -> Iterator[dg.AssetCheckResult]:
-    """Run every model gate once; yield one blocking check result per gate."""
+    """Run every model gate once; yield one check result per gate.
+
+    A rejection (a gate judged and said no) is a failed check of WARN severity with
+    ``outcome: rejected``: the run stays green and ``deployment`` records that the
+    champion still serves. A gate that could not judge is an error: its check fails
+    with ERROR severity and the step then fails, so nothing is deployed.
+    """
     import pandas as pd
 
     from mlcicd_dagster.data.lake import Lake
@@ -174,7 +237,7 @@ def judge_all(
     gate_args: dict[str, Any] = {
         "holdout": holdout,
         "golden": golden,
-        "config": _gate_config(spec.gates_path),
+        "config": _gate_config(spec.gates_path, spec.behavioral_path),
         "candidate_uri": cand["model_uri"],
         "champion_uri": champion_uri,
         "tracking_uri": uri,
@@ -191,7 +254,7 @@ def judge_all(
         model_name=spec.model_name,
         version=cand["version"],
         trainer=spec.trainer,
-        params={},
+        params=_trainer_params(spec, cand, uri),
         metrics=cand.get("metrics") or {},
         data={**manifest, "golden_rows": len(golden)},
         gates=results,
@@ -199,36 +262,80 @@ def judge_all(
         run_url=cand.get("run_url"),
     )
     store_card(uri, spec.model_name, cand["version"], cand["run_id"], markdown)
-    failed = [r for r in results if not r.passed and r.severity == BLOCKING]
+    errored = [r for r in results if r.error]
+    rejected = [r for r in results if not r.passed and not r.error and r.severity == BLOCKING]
     for r in results:
         records.record_gate(
             mlcicd.home,
             spec,
             cand["version"],
             r.name,
-            {"passed": r.passed, "summary": r.summary, "severity": r.severity, "rule": r.rule},
+            {
+                "passed": r.passed,
+                "summary": r.summary,
+                "severity": r.severity,
+                "rule": r.rule,
+                "outcome": _outcome(r),
+            },
         )
-    if failed:
+    still = f"v{champion_version}" if champion_version else "nothing (no champion yet)"
+    if rejected and not errored:
         from mlcicd_dagster.platform.alerts import send_alert
 
+        reason = "; ".join(f"{r.name}: {r.summary}" for r in rejected)
         send_alert(
             mlcicd.home,
-            "model_gate_failed",
-            f"{spec.model_name} v{cand['version']} rejected by {', '.join(r.name for r in failed)}",
-            {"version": cand["version"], "gates": {r.name: r.summary for r in failed}},
+            "rejected",
+            f"{spec.model_name} v{cand['version']} rejected by the model gates "
+            f"({', '.join(r.name for r in rejected)}); still serving {still}",
+            {
+                "stage": "model_gates",
+                "version": cand["version"],
+                "reason": reason,
+                "still_serving": still,
+                "gates": {r.name: r.summary for r in rejected},
+            },
         )
     log.info(f"gates on v{cand['version']}: {tags.get('gates.decision')}")
     for r in results:
         meta = dict(r.to_metadata())
+        meta["outcome"] = dg.MetadataValue.text(_outcome(r))
         meta["model_card"] = dg.MetadataValue.md(markdown)
         meta["champion_version"] = str(champion_version or "none (first model: floors)")
-        severity = (
-            dg.AssetCheckSeverity.ERROR if r.severity == BLOCKING else dg.AssetCheckSeverity.WARN
-        )
+        if r.error:
+            severity = dg.AssetCheckSeverity.ERROR
+            description = f"ERROR (could not judge): {r.summary}"
+        else:
+            severity = dg.AssetCheckSeverity.WARN
+            description = r.summary if r.passed else f"rejected: {r.summary}; still serving {still}"
         yield dg.AssetCheckResult(
             check_name=r.name,
             passed=r.passed,
             severity=severity,
-            description=r.summary[:1000],
+            description=description[:1000],
             metadata=meta,
         )
+    if errored:
+        raise dg.Failure(
+            description="model gate(s) could not judge: "
+            + "; ".join(f"{r.name}: {r.summary}" for r in errored),
+            metadata={"version": str(cand["version"])},
+        )
+
+
+def _outcome(result: Any) -> str:
+    if result.error:
+        return "error"
+    return "passed" if result.passed else "rejected"
+
+
+def _trainer_params(spec: PipelineSpec, cand: dict[str, Any], uri: str) -> dict[str, Any]:
+    """The parameters the candidate was trained with: its MLflow run's logged params
+    (else the spec's trainer parameters)."""
+    try:
+        from mlcicd_dagster.models.registry import client
+
+        logged = dict(client(uri).get_run(cand["run_id"]).data.params)
+    except Exception:  # noqa: BLE001 - the card still shows the declared parameters
+        logged = {}
+    return logged or {"trainer": spec.trainer, **dict(spec.trainer_params or {})}

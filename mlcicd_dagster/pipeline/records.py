@@ -3,6 +3,7 @@
 Kept beside the data they describe, written atomically:
   lake/<ds>/model/candidate.json        the version the last ``model`` step produced
   lake/<ds>/model/gates-<version>.json  that version's gate results
+  lake/<ds>/model/data-<version>.json   the batches that version was trained on
   monitoring/<model>/latest.json        the latest monitoring window's results
   monitoring/<model>/triggers.jsonl     retraining triggers, with cause and reason
 """
@@ -32,6 +33,19 @@ def read_candidate(home: Home, spec: PipelineSpec) -> dict[str, Any] | None:
 
 def write_candidate(home: Home, spec: PipelineSpec, record: dict[str, Any]) -> None:
     atomic_write_json(candidate_path(home, spec), record)
+
+
+def version_data_path(home: Home, spec: PipelineSpec, version: str) -> Path:
+    return model_dir(home, spec) / f"data-{version}.json"
+
+
+def write_version_data(home: Home, spec: PipelineSpec, version: str, record: dict) -> None:
+    """What ``version`` was trained on (its batches): data bisect's starting point."""
+    atomic_write_json(version_data_path(home, spec, version), record)
+
+
+def read_version_data(home: Home, spec: PipelineSpec, version: str) -> dict[str, Any] | None:
+    return read_json(version_data_path(home, spec, version))
 
 
 def gates_path(home: Home, spec: PipelineSpec, version: str) -> Path:

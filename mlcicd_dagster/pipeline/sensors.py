@@ -20,6 +20,8 @@ def build_sensors(p: PipelineDefs, *, running: bool) -> list[dg.SensorDefinition
     status = dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
     return [
         _landing_sensor(p, status),
+        _training_sensor(p, status),
+        _bisect_sensor(p, status),
         _monitoring_sensor(p, status),
         _retrain_sensor(p, status),
         _failure_sensor(p, status),
@@ -86,6 +88,44 @@ def _landing_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Senso
         return landing_tick(p, mlcicd.home, context)
 
     return landing
+
+
+def _training_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.sensor(
+        name=f"{spec.dataset}_training",
+        job_name=p.job_name("retrain"),
+        minimum_interval_seconds=LANDING_INTERVAL_S,
+        default_status=status,
+        description="One training on all validated, unrevoked batches once their data gates "
+        "are done (a burst of batches trains once); again after a revoke or restore.",
+    )
+    def training(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.training import training_tick
+
+        return training_tick(p, mlcicd.home, context)
+
+    return training
+
+
+def _bisect_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    spec = p.spec
+
+    @dg.sensor(
+        name=f"{spec.dataset}_data_bisect",
+        job_name=p.job_name("data_bisect"),
+        minimum_interval_seconds=LANDING_INTERVAL_S,
+        default_status=status,
+        description="After a candidate fails on the golden set: find the new batch to blame "
+        "(retrains on subsets) and, by the pipeline's policy, revoke it.",
+    )
+    def data_bisect(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+        from mlcicd_dagster.pipeline.bisect import bisect_tick
+
+        return bisect_tick(p, mlcicd.home, context)
+
+    return data_bisect
 
 
 def _monitoring_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.SensorDefinition:

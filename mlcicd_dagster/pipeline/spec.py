@@ -64,6 +64,10 @@ class PipelineSpec:
     model_params: dict = field(default_factory=dict)
     """Keyword arguments for ``model_factory`` (``trainer_params`` go to the trainer)."""
 
+    #: After a candidate fails on the golden set: find the new batch to blame by
+    #: retraining on subsets, then ``revoke`` it (default), only ``report`` it, or ``off``.
+    data_bisect: str = "revoke"
+
     def __post_init__(self) -> None:
         """Refuse an invalid pipeline when the code location loads, naming the field."""
         if self.task not in TASKS:

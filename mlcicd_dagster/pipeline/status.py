@@ -102,6 +102,7 @@ def collect_status(
             for name, r in gates.items()
         },
         "quarantine": _quarantined(home, spec.dataset),
+        "revoked": _revoked(p, home),
         "monitoring": {
             "latest": records.read_json(mon_dir / "latest.json"),
             "retraining_triggers": records.read_jsonl(mon_dir / "triggers.jsonl", last=10),
@@ -183,6 +184,15 @@ def _quarantined(home: Home, dataset: str) -> list[dict[str, Any]]:
     ]
 
 
+def _revoked(p: PipelineDefs, home: Home) -> list[dict[str, Any]]:
+    from mlcicd_dagster.pipeline.revocation import revoked_batches
+
+    try:
+        return revoked_batches(p.spec, home)
+    except Exception as exc:  # status must report, not crash
+        return [{"batch": "?", "reason": f"could not read the lake's revocations: {exc}"}]
+
+
 def _recent_runs(instance: dg.DagsterInstance, limit: int = 10) -> list[dict[str, Any]]:
     out = []
     for run in instance.get_runs(limit=limit):
@@ -224,6 +234,10 @@ def print_status(status: dict[str, Any]) -> None:
     print(f"Quarantined batches: {len(status['quarantine'])}")
     for q in status["quarantine"][:10]:
         print(f"  {q['file']}: {q['summary']}")
+    revoked = status.get("revoked") or []
+    print(f"Revoked batches: {len(revoked)}")
+    for r in revoked:
+        print(f"  {r['batch']}: by {r.get('by')} at {r.get('at')}: {r.get('reason')}")
     mon = status["monitoring"]
     if mon["latest"]:
         print(f"Monitoring: {mon['latest'].get('summary', mon['latest'].get('window'))}")

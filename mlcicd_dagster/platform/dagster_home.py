@@ -47,4 +47,7 @@ def ensure_dagster_home(home: Home) -> Path:
     cfg = path / "dagster.yaml"
     if not cfg.exists():
         atomic_write_bytes(cfg, DAGSTER_YAML.encode())
+    from mlcicd_dagster.platform.relocation import claim_embedded_store
+
+    claim_embedded_store(home)  # a copied home registers models into its own folder
     return path

@@ -47,6 +47,7 @@ HOME_MOUNT_PATH = "/var/lib/mlcicd"
 SECRET_POSTGRES = "mlcicd-postgres"  # DAGSTER_PG_HOST/_PORT/_USER/_PASSWORD/_DB
 SECRET_MLFLOW = "mlcicd-mlflow"  # MLFLOW_TRACKING_URI (+ _USERNAME/_PASSWORD when used)
 SECRET_OBJECT_STORE = "mlcicd-object-store"  # MLCICD_OBJECT_STORE_URL, MLFLOW_S3_ENDPOINT_URL
+SECRET_FEEDBACK = "mlcicd-feedback"  # MLCICD_FEEDBACK_TOKEN: who may post labels (model servers)
 CONFIGMAP_ENV = "mlcicd-env"  # non-secret settings (MLCICD_GPU_*, log level, ...)
 ENV_SECRETS = (SECRET_POSTGRES, SECRET_MLFLOW, SECRET_OBJECT_STORE)
 

@@ -40,6 +40,10 @@ class MlcicdResource(dg.ConfigurableResource):
         """Point the MLflow client at this installation's store; returns the URI."""
         import mlflow
 
+        from mlcicd_dagster.platform.relocation import claim_embedded_store
+
+        if not self.tracking_uri:  # the embedded store of a copied home: make it its own
+            claim_embedded_store(self.home)
         uri = self.mlflow_uri
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)

@@ -308,7 +308,8 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("log_loss", margin=0.05, role=PRIMARY, min_n=200),
     # Failed requests per model version: one extra failure per hundred is a regression.
     MetricSpec("error_rate", margin=0.01, role=GUARDRAIL, min_n=100),
-    # log(latency): a margin of log(1.25) means "25% slower" (a ratio, unit-free).
+    # log(latency): a margin of log(1.25) means "25% slower" (a ratio, unit-free). Judged
+    # on time-matched pairs (``paired_latency_differences``), so machine load cancels.
     MetricSpec("latency", margin=math.log(1.25), role=GUARDRAIL, min_n=100),
     # Mean predicted probability: a shift of 0.1 either way on the same traffic means the
     # candidate sees the world very differently (or is broken); guardrail, two-sided.
@@ -475,3 +476,42 @@ def population_stability_index(a: np.ndarray, b: np.ndarray, bins: int = 10) -> 
         return 0.0
     edges[0], edges[-1] = -np.inf, np.inf
     return psi(np.histogram(b, edges)[0] / b.size, np.histogram(a, edges)[0] / a.size)
+
+
+# --------------------------------------------------------------------------------------
+# latency guardrail: time-matched pairs
+# --------------------------------------------------------------------------------------
+LATENCY_PAIR_CLIP = math.log(4.0)
+"""Each pair's log time ratio is clipped to +-log(4): one request caught by a burst of
+machine load counts as "4x" at most, so the plug-in variance of the SPRT stays honest.
+A real slowdown (every pair ~1.25x or more) is far inside the clip."""
+
+
+def paired_latency_differences(
+    ts_canary: np.ndarray,
+    latency_canary: np.ndarray,
+    ts_stable: np.ndarray,
+    latency_stable: np.ndarray,
+    floor: float,
+) -> np.ndarray:
+    """Per canary request: log(its latency / the latency of the stable request nearest
+    in time), both floored at ``floor``, clipped to +-``LATENCY_PAIR_CLIP``.
+
+    Canary and stable requests interleave on the same machine; pairing each canary call
+    with the stable call closest in time compares them under the same load (a paired,
+    interleaved comparison), so a loaded machine slows both sides of a pair alike
+    instead of deciding the guardrail. Under "equally fast" the differences centre on 0.
+    """
+    tc = np.asarray(ts_canary, dtype=np.float64)
+    ts = np.asarray(ts_stable, dtype=np.float64)
+    if tc.size == 0 or ts.size == 0:
+        return np.empty(0)
+    order = np.argsort(ts, kind="mergesort")
+    ts_sorted = ts[order]
+    lat_s = np.maximum(np.asarray(latency_stable, dtype=np.float64)[order], floor)
+    lat_c = np.maximum(np.asarray(latency_canary, dtype=np.float64), floor)
+    right = np.clip(np.searchsorted(ts_sorted, tc), 0, ts_sorted.size - 1)
+    left = np.clip(right - 1, 0, ts_sorted.size - 1)
+    nearest = np.where(np.abs(ts_sorted[left] - tc) <= np.abs(ts_sorted[right] - tc), left, right)
+    d = np.log(lat_c) - np.log(lat_s[nearest])
+    return np.clip(d, -LATENCY_PAIR_CLIP, LATENCY_PAIR_CLIP)

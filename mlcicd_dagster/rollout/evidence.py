@@ -108,6 +108,14 @@ def _arm_moments(rows: pd.DataFrame, task: Any = None) -> dict[str, an.Moments]:
     return out
 
 
+def _seconds(ts: pd.Series) -> np.ndarray:
+    """Timestamps as float seconds (datetimes or numbers)."""
+    if pd.api.types.is_numeric_dtype(ts):
+        return ts.to_numpy(float)
+    epoch = pd.Timestamp(0, tz="UTC")
+    return (pd.to_datetime(ts, utc=True) - epoch).dt.total_seconds().to_numpy(float)
+
+
 def _descriptive(c: pd.DataFrame, s: pd.DataFrame) -> dict[str, Any]:
     d: dict[str, Any] = {"rows_canary": len(c), "rows_stable": len(s)}
     if len(c) and len(s):
@@ -147,6 +155,13 @@ def evidence_from_rows(
     c = rows[(rows["track"] == cand_track) & (versions == cand_v)]
     canary, stable = _arm_moments(c, task), _arm_moments(s, task)
     paired: dict[str, an.Moments] = {}
+    if cand_track == "canary" and len(c) and len(s):  # latency: time-matched pairs
+        paired["latency"] = an.Moments.of(
+            an.paired_latency_differences(
+                _seconds(c["ts"]), c["latency_ms"].to_numpy(float),
+                _seconds(s["ts"]), s["latency_ms"].to_numpy(float), LATENCY_FLOOR_MS,
+            )
+        )  # fmt: skip
     if cand_track == "shadow":
         both = c.merge(s, on="request_id", suffixes=("_c", "_s"))
         if not both.empty:

@@ -50,6 +50,7 @@ from mlcicd_dagster.platform.k8s import (
     DEFAULT_NAMESPACE,
     HOME_MOUNT_PATH,
     RUN_AS_USER,
+    SECRET_FEEDBACK,
     SECRET_MLFLOW,
     SECRET_OBJECT_STORE,
 )
@@ -130,7 +131,8 @@ class ServerSpec:
     cpu_limit: str = "2"
     memory_request: str = "1Gi"
     memory_limit: str = "2Gi"
-    env_secrets: tuple[str, ...] = (SECRET_MLFLOW, SECRET_OBJECT_STORE)
+    # SECRET_FEEDBACK sets MLCICD_FEEDBACK_TOKEN: /feedback then requires it (scoring is open).
+    env_secrets: tuple[str, ...] = (SECRET_MLFLOW, SECRET_OBJECT_STORE, SECRET_FEEDBACK)
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -715,8 +717,10 @@ class K8sTarget(DeployTarget):
             raise DeployTargetError(
                 f"smoke on {track} answered by version {served}, expected {ref.version}"
             )
+        from mlcicd_dagster.serving.output import positive_scores
+
         try:
-            preds = json.loads(resp.data)["predictions"]
+            preds = positive_scores(json.loads(resp.data)["predictions"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DeployTargetError(f"smoke on {track}: bad answer {resp.data[:300]!r}") from exc
         return check_scores(preds, len(rows), f"version {ref.version} on {track} (k8s)")

@@ -92,6 +92,8 @@ class LocalTarget(DeployTarget):
             host, port, pid = str(info["host"]), int(info["port"]), int(info.get("pid", 0))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if info.get("home") not in (None, str(self.home.root)):
+            return None  # a copied home's file names the original's server: not ours
         if pid and not _pid_alive(pid):
             return None
         if info.get("model_name") not in (None, self.model_name):
@@ -192,8 +194,12 @@ class LocalTarget(DeployTarget):
             raise DeployTargetError(
                 f"smoke on {track} answered by version {served}, expected {ref.version}"
             )
+        from mlcicd_dagster.serving.output import positive_scores
+
         try:
-            preds = resp.json()["predictions"]
+            # The answer is the logged pyfunc's output (class probabilities for a
+            # classifier); smoke tests compare one score per row.
+            preds = positive_scores(resp.json()["predictions"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DeployTargetError(f"smoke on {track}: bad answer {resp.text[:300]}") from exc
         return check_scores(preds, len(rows), f"version {ref.version} on {track} (HTTP)")

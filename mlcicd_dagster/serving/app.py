@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
 import os
@@ -38,12 +39,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mlcicd_dagster.models.tasks import one_score_per_row
 from mlcicd_dagster.platform.atomic import atomic_write_json
 from mlcicd_dagster.platform.home import Home
-from mlcicd_dagster.serving import routing
-from mlcicd_dagster.serving.config import ServerConfig
-from mlcicd_dagster.serving.deployment import TRACKS, DeploymentFollower, Loader, ServedModel
+from mlcicd_dagster.serving import routing, v2
+from mlcicd_dagster.serving.batching import BatcherClosed
+from mlcicd_dagster.serving.config import FEEDBACK_TOKEN_ENV, ServerConfig
+from mlcicd_dagster.serving.deployment import (
+    TRACKS,
+    DeploymentFollower,
+    Loader,
+    ServedModel,
+    Snapshot,
+)
 from mlcicd_dagster.serving.ids import IdMinter, RecentIds, ids_on_disk
 from mlcicd_dagster.serving.logs import (
     FeedbackEntry,
@@ -52,7 +59,15 @@ from mlcicd_dagster.serving.logs import (
     prediction_log,
 )
 from mlcicd_dagster.serving.metrics import ServerMetrics
-from mlcicd_dagster.serving.payload import PayloadError, Table, parse_body
+from mlcicd_dagster.serving.mlflow_compat import (
+    MODEL_ERROR_MESSAGE,
+    Answer,
+    content_type_fast_json,
+    error_body,
+    mlflow_version,
+)
+from mlcicd_dagster.serving.output import positive_scores
+from mlcicd_dagster.serving.payload import PayloadError, fast_matrix, parse_body
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +82,17 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
     )
 
 
-def error_response(status: int, message: str, **extra: Any) -> Response:
-    return json_response({"error": message, "status": status, **extra}, status)
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    error_code: str | None = None,
+    **extra: Any,
+) -> Response:
+    """MLflow's error document ``{"error_code", "message"}`` (plus ``extra`` keys)."""
+    return Response(
+        error_body(status, message, error_code, **extra), status, headers, media_type=JSON
+    )
 
 
 @dataclass
@@ -128,6 +152,8 @@ class ModelServer:
         )
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.started_at: str | None = None
+        self._token = self.config.resolved_feedback_token().encode()
+        self._mlflow_version = mlflow_version()
 
     # -- lifecycle ------------------------------------------------------------------
     async def startup(self) -> None:
@@ -159,6 +185,7 @@ class ModelServer:
                 "pid": os.getpid(),
                 "model_name": self.model_name,
                 "started_at": self.started_at,
+                "home": str(self.home.root),
             },
         )
 
@@ -195,29 +222,36 @@ class ModelServer:
         return b"".join(chunks)
 
     async def _read_json(self, request: Request) -> Any:
+        """A JSON body (``Content-Type: application/json`` or none) decoded, or PayloadError."""
         ctype = request.headers.get("content-type")
-        if ctype and not ctype.lower().startswith(JSON):
+        if not content_type_fast_json(ctype):
             raise PayloadError(
                 f"unsupported content type {ctype!r}; send application/json", status=415
             )
-        body = await self._read_body(request)
-        if not body:
-            raise PayloadError("empty body; expected a JSON object")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            if "depth limit" in str(exc) or "recursion" in str(exc).lower():
-                raise PayloadError(f"JSON nested too deeply: {exc}") from None
-            raise PayloadError(f"malformed JSON: {exc}") from None
+        return _decode(await self._read_body(request))
 
-    # -- /invocations --------------------------------------------------------------------
-    async def invocations(self, request: Request) -> Response:
-        t0 = _perf()
+    # -- scoring: /invocations and the v2 infer route share routing, batching, logging ---
+    def _route(
+        self, request: Request, rid: str, pinned: str = ""
+    ) -> tuple[ServedModel, str, str, bool, Snapshot, dict[str, str]] | Response:
+        """(model, track, routing key, forced, snapshot, headers), or the error answer.
+
+        ``pinned``: a version the request names (v2 ``/versions/<v>``): scored on the
+        track serving it, like ``X-Track``, and not logged.
+        """
         snap = self.deployment.snapshot
         forced = request.headers.get("x-track") or ""
         # A named track answers even before anything is stable: blue-green smoke-tests
         # the first green model on its weight-0 track before switching traffic to it.
         track_only = bool(forced) and snap is not None and snap.tracks.get(forced) is not None
+        if pinned and snap is not None:
+            forced = next((t for t, m in snap.tracks.items() if m.version == pinned), "")
+            track_only = bool(forced)
+        stable_version = snap.stable.version if snap is not None and snap.stable else ""
+        headers = {"X-Request-Id": rid, "X-Model-Version": stable_version}
+        if pinned and not forced:
+            self.metrics.errors.labels("", "none", "client").inc()
+            return error_response(404, f"version {pinned!r} is not being served", headers)
         if snap is None or (snap.stable is None and not track_only):
             self.metrics.errors.labels("", "none", "unavailable").inc()
             why = self.deployment.load_error or (
@@ -225,50 +259,50 @@ class ModelServer:
                 if self.deployment.state and self.deployment.state.stable
                 else f"no model deployed yet for {self.model_name!r}"
             )
-            return error_response(503, f"not ready: {why}")
-        try:
-            table = parse_body(await self._read_json(request), self.config.max_rows_per_request)
-        except PayloadError as exc:
-            self.metrics.errors.labels("", "none", "client").inc()
-            return error_response(exc.status, exc.message)
-        n = table.n_rows
-        ids = self.ids.mint(n)
-        key = request.headers.get("x-routing-key") or ids[0]
+            return error_response(503, f"not ready: {why}", headers)
+        key = request.headers.get("x-routing-key") or rid
         if forced:
             model = snap.tracks.get(forced)
             if model is None:
                 self.metrics.errors.labels("", "none", "client").inc()
                 if forced not in TRACKS:
-                    return error_response(400, f"unknown track {forced!r}; one of {TRACKS}")
-                return error_response(404, f"no model on track {forced!r}")
+                    return error_response(
+                        400, f"unknown track {forced!r}; one of {TRACKS}", headers
+                    )
+                return error_response(404, f"no model on track {forced!r}", headers)
             track = forced
         elif snap.canary is not None and routing.goes_to_canary(key, snap.canary_weight):
             model, track = snap.canary, "canary"
         elif snap.stable is not None:
             model, track = snap.stable, "stable"
         else:  # unreachable: without a stable model only a named track gets this far
-            return error_response(503, "not ready: no stable model")
+            return error_response(503, "not ready: no stable model", headers)
+        headers["X-Model-Version"] = model.version
+        return model, track, key, bool(forced), snap, headers
+
+    async def _predict(
+        self, model: ServedModel, track: str, key: str, forced: bool, snap: Snapshot,
+        matrix: np.ndarray, rid: str, headers: dict[str, str], t0: float,
+    ) -> np.ndarray | Response:  # fmt: skip
+        """Score ``matrix`` on ``model`` (micro-batched), log it, mirror it; the outputs."""
         mm = model.metrics(track)
+        n = len(matrix)
+        ids = [rid, *self.ids.mint(n - 1)] if n > 1 else [rid]
         try:
-            matrix = table.matrix(model.feature_names)
-        except PayloadError as exc:
-            mm.client_errors.inc()
-            return error_response(exc.status, exc.message)
-        model.inflight += 1
-        try:
-            preds = await model.batcher.submit(matrix)
-        except Exception as exc:
+            outputs = await model.batcher.submit(matrix)
+        except BatcherClosed:  # unreachable while the caller holds model.inflight
             mm.server_errors.inc()
-            log.exception("model %s failed", model.version)
-            return error_response(500, f"model {model.version} failed: {type(exc).__name__}")
-        finally:
-            model.inflight -= 1
+            return error_response(503, "model retired while answering; retry", headers)
+        except Exception:
+            # As MLflow: an exception in the model's predict is a 400 BAD_REQUEST.
+            mm.client_errors.inc()
+            log.warning("model %s failed on a request", model.version, exc_info=True)
+            return error_response(400, MODEL_ERROR_MESSAGE, headers)
         latency = _perf() - t0
         mm.requests.inc()
         mm.rows.inc(n)
         mm.latency.observe(latency)
-        values = preds.tolist()  # the task's output: (n,) or class probabilities (n, k)
-        scores = one_score_per_row(preds)  # one number per row for metrics and the log
+        scores = positive_scores(outputs, model.positive)
         observe = mm.prediction.observe
         for p in scores.tolist():
             observe(p)
@@ -283,25 +317,188 @@ class ModelServer:
             self.recent.add(ids)
             shadow = snap.shadow
             if shadow is not None and routing.mirrored_to_shadow(key, snap.shadow_weight):
-                self._mirror(shadow, table, ids, key)
+                self._mirror(shadow, matrix, model.feature_names, ids, key)
+        headers["X-Request-Id"] = ",".join(ids)
+        headers["X-Track"] = track
+        return outputs
+
+    async def invocations(self, request: Request) -> Response:
+        t0 = _perf()
+        rid = self.ids.mint(1)[0]  # every answer carries an id, errors too
+        try:
+            body = await self._read_body(request)
+        except PayloadError as exc:
+            return self._early_error(exc, rid)
+        routed = self._route(request, rid)
+        if isinstance(routed, Response):
+            return routed
+        model, track, key, forced, snap, headers = routed
+        # Held from routing to the answer: the model is not retired under this request.
+        model.inflight += 1
+        try:
+            try:
+                matrix = await self._matrix(request, body, model)
+            except PayloadError as exc:
+                model.metrics(track).client_errors.inc()
+                return error_response(exc.status, exc.message, headers)
+            if isinstance(matrix, Answer):
+                model.metrics(track).client_errors.inc()
+                return Response(matrix.body, matrix.status, headers, media_type=matrix.media_type)
+            out = await self._predict(model, track, key, forced, snap, matrix, rid, headers, t0)
+        finally:
+            model.inflight -= 1
+        if isinstance(out, Response):
+            return out
+        return Response(orjson.dumps({"predictions": out.tolist()}), 200, headers, JSON)
+
+    def _early_error(self, exc: PayloadError, rid: str) -> Response:
+        """An error before routing (body too large): the stable version's headers."""
+        self.metrics.errors.labels("", "none", "client").inc()
+        snap = self.deployment.snapshot
+        version = snap.stable.version if snap is not None and snap.stable else ""
+        headers = {"X-Request-Id": rid, "X-Model-Version": version}
+        return error_response(exc.status, exc.message, headers)
+
+    # -- the Open Inference Protocol (v2) ------------------------------------------------
+    async def v2_infer(self, request: Request) -> Response:
+        t0 = _perf()
+        rid = self.ids.mint(1)[0]
+        name = request.path_params["model"]
+        if name != self.model_name:
+            return error_response(404, f"unknown model {name!r}; this server serves "
+                                  f"{self.model_name!r}", {"X-Request-Id": rid})  # fmt: skip
+        try:
+            body = await self._read_body(request)
+        except PayloadError as exc:
+            return self._early_error(exc, rid)
+        routed = self._route(request, rid, request.path_params.get("version", ""))
+        if isinstance(routed, Response):
+            return routed
+        model, track, key, forced, snap, headers = routed
+        try:
+            obj, tail = v2.split_binary(
+                body, request.headers.get("inference-header-content-length")
+            )
+            matrix, req_id = v2.infer_matrix(obj, tail, model.feature_names)
+            limit = self.config.max_rows_per_request
+            if len(matrix) > limit:
+                raise PayloadError(f"{len(matrix)} rows in one request; the limit is {limit}", 413)
+        except PayloadError as exc:
+            model.metrics(track).client_errors.inc()
+            return error_response(exc.status, exc.message, headers)
+        model.inflight += 1
+        try:
+            out = await self._predict(model, track, key, forced, snap, matrix, rid, headers, t0)
+        finally:
+            model.inflight -= 1
+        if isinstance(out, Response):
+            return out
         return Response(
-            orjson.dumps({"predictions": values}),
-            200,
-            {"X-Request-Id": ",".join(ids), "X-Model-Version": model.version, "X-Track": track},
-            media_type=JSON,
+            v2.infer_response(self.model_name, model.version, req_id, out), 200, headers, JSON
         )
 
-    def _mirror(self, shadow: ServedModel, table: Table, ids: list[str], key: str) -> None:
+    async def v2_live(self, request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def v2_ready(self, request: Request) -> Response:
+        ready = self.deployment.ready
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    async def v2_server(self, request: Request) -> Response:
+        from mlcicd_dagster.serving.mlflow_compat import package_version
+
+        return json_response(
+            {
+                "name": "mlcicd-dagster",
+                "version": package_version(),
+                "extensions": ["binary_tensor_data"],
+            }
+        )
+
+    def _v2_model(self, request: Request) -> ServedModel | Response:
+        name = request.path_params["model"]
+        snap = self.deployment.snapshot
+        if name != self.model_name:
+            return error_response(404, f"unknown model {name!r}")
+        if snap is None or not snap.tracks:
+            return error_response(503, "not ready: no model loaded")
+        pinned = request.path_params.get("version")
+        if pinned:
+            model = next((m for m in snap.tracks.values() if m.version == pinned), None)
+            if model is None:
+                return error_response(404, f"version {pinned!r} is not being served")
+            return model
+        return snap.stable or next(iter(snap.tracks.values()))
+
+    async def v2_model(self, request: Request) -> Response:
+        model = self._v2_model(request)
+        if isinstance(model, Response):
+            return model
+        snap = self.deployment.snapshot
+        versions = sorted({m.version for m in snap.tracks.values()}) if snap else []
+        fast = model.fast
+        integer = fast.integer if fast is not None else (False,) * len(model.feature_names)
+        return json_response(
+            v2.model_metadata(
+                self.model_name, versions, model.feature_names, integer, model.output_shape
+            )
+        )
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        model = self._v2_model(request)
+        if isinstance(model, Response):
+            return json_response(
+                {"name": request.path_params["model"], "ready": False}, model.status_code
+            )
+        return json_response({"name": self.model_name, "ready": True})
+
+    async def _matrix(
+        self, request: Request, body: bytes, model: ServedModel
+    ) -> np.ndarray | Answer:
+        """The request's feature matrix for ``model``: the fast path, else MLflow's code."""
+        ctype = request.headers.get("content-type")
+        fast_json = content_type_fast_json(ctype)
+        limit = self.config.max_rows_per_request
+        if fast_json and model.fast is not None:
+            try:
+                obj = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                obj = None
+            if obj is not None:
+                matrix = fast_matrix(obj, model.fast.names, model.fast.integer)
+                if matrix is not None:
+                    if len(matrix) > limit:
+                        raise PayloadError(
+                            f"{len(matrix)} rows in one request; the limit is {limit}", 413
+                        )
+                    return matrix
+        if model.parser is not None:
+            out = await asyncio.to_thread(model.parser.parse, body, ctype)
+        else:  # a model without a column signature: our own parser
+            if not fast_json:
+                raise PayloadError(
+                    f"unsupported content type {ctype!r}; send application/json", status=415
+                )
+            out = parse_body(_decode(body), limit).matrix(model.feature_names)
+        if isinstance(out, np.ndarray) and len(out) > limit:
+            raise PayloadError(f"{len(out)} rows in one request; the limit is {limit}", 413)
+        return out
+
+    def _mirror(
+        self, shadow: ServedModel, matrix: np.ndarray, names: tuple[str, ...], ids: list[str],
+        key: str,
+    ) -> None:  # fmt: skip
         """Score the request on the shadow too, after answering; never returned."""
         dropped = self.metrics.shadow_dropped.labels(shadow.version)
         if shadow.batcher.queued_rows > self.config.max_shadow_queue_rows:
             dropped.inc()
             return
-        try:
-            matrix = table.matrix(shadow.feature_names)
-        except PayloadError:
-            dropped.inc()
-            return
+        if shadow.feature_names != names:
+            try:
+                matrix = matrix[:, [names.index(f) for f in shadow.feature_names]]
+            except ValueError:  # the shadow needs a feature the request's model does not
+                dropped.inc()
+                return
         task = asyncio.get_running_loop().create_task(self._score_shadow(shadow, matrix, ids, key))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
@@ -323,19 +520,39 @@ class ModelServer:
         mm.requests.inc()
         mm.rows.inc(len(ids))
         mm.latency.observe(latency)
-        preds = one_score_per_row(preds)
-        for p in preds.tolist():
+        scores = positive_scores(preds, shadow.positive)
+        for p in scores.tolist():
             mm.prediction.observe(p)
         if self.config.log_predictions:
             self.predlog.append(
                 PredictionEntry(
-                    ids, time.time(), shadow.version, "shadow", key, latency * 1000.0, preds,
+                    ids, time.time(), shadow.version, "shadow", key, latency * 1000.0, scores,
                     matrix, shadow.feature_names,
                 )
             )  # fmt: skip
 
     # -- /feedback ---------------------------------------------------------------------------
+    def _authorized(self, request: Request) -> Response | None:
+        """None when the request may change state, else the 401 answer (token configured)."""
+        token = self._token
+        if not token:
+            return None
+        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token):
+            return None
+        self.metrics.feedback_refused.inc()
+        why = "missing" if not given else "wrong"
+        return error_response(
+            401,
+            f"{why} token: labels need 'Authorization: Bearer <token>' "
+            f"(the server's {FEEDBACK_TOKEN_ENV})",
+            {"WWW-Authenticate": 'Bearer realm="mlcicd"'},
+        )
+
     async def feedback(self, request: Request) -> Response:
+        refused = self._authorized(request)
+        if refused is not None:
+            return refused
         try:
             obj = await self._read_json(request)
             items = _parse_feedback(obj)
@@ -365,7 +582,18 @@ class ModelServer:
 
     # -- the small routes ------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
+        """Liveness: the process answers (Kubernetes' liveness probe)."""
         return json_response({"status": "ok"})
+
+    async def ping(self, request: Request) -> Response:
+        """As MLflow's ``/ping``: 200 (body a newline) once a model is loaded; else 503."""
+        if self.deployment.ready:
+            return Response("\n", 200, media_type=JSON)
+        return await self.ready(request)
+
+    async def version(self, request: Request) -> Response:
+        """As MLflow's ``/version``: the MLflow version, as plain text."""
+        return Response(self._mlflow_version, 200, media_type=JSON)
 
     async def ready(self, request: Request) -> Response:
         d = self.deployment
@@ -406,6 +634,17 @@ class ModelServer:
         return json_response(doc)
 
 
+def _decode(body: bytes) -> Any:
+    if not body:
+        raise PayloadError("empty body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc) or "recursion" in str(exc).lower():
+            raise PayloadError(f"JSON nested too deeply: {exc}") from None
+        raise PayloadError(f"malformed JSON: {exc}") from None
+
+
 def _parse_feedback(obj: Any) -> list[tuple[str, float]]:
     items = obj if isinstance(obj, list) else [obj]
     if not items:
@@ -434,8 +673,9 @@ def _parse_feedback(obj: Any) -> list[tuple[str, float]]:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown route or method: ``{"detail": ...}`` as ``mlflow models serve`` (FastAPI)."""
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+    return json_response({"detail": exc.detail}, exc.status_code, dict(exc.headers or {}))
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -466,10 +706,24 @@ def create_app(
             Route("/invocations", server.invocations, methods=["POST"]),
             Route("/feedback", server.feedback, methods=["POST"]),
             Route("/health", server.health, methods=["GET"]),
-            Route("/ping", server.health, methods=["GET"]),  # MLflow's name for it
+            Route("/ping", server.ping, methods=["GET"]),
+            Route("/version", server.version, methods=["GET"]),
             Route("/ready", server.ready, methods=["GET"]),
             Route("/metrics", server.metrics_route, methods=["GET"]),
             Route("/deployment", server.deployment_route, methods=["GET"]),
+            Route("/v2", server.v2_server, methods=["GET"]),
+            Route("/v2/health/live", server.v2_live, methods=["GET"]),
+            Route("/v2/health/ready", server.v2_ready, methods=["GET"]),
+            Route("/v2/models/{model}", server.v2_model, methods=["GET"]),
+            Route("/v2/models/{model}/versions/{version}", server.v2_model, methods=["GET"]),
+            Route("/v2/models/{model}/ready", server.v2_model_ready, methods=["GET"]),
+            Route(
+                "/v2/models/{model}/versions/{version}/ready",
+                server.v2_model_ready,
+                methods=["GET"],
+            ),
+            Route("/v2/models/{model}/infer", server.v2_infer, methods=["POST"]),
+            Route("/v2/models/{model}/versions/{version}/infer", server.v2_infer, methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,

@@ -53,7 +53,8 @@ class MicroBatcher:
         return not self._queue
 
     async def submit(self, matrix: np.ndarray) -> np.ndarray:
-        """P(positive) for each row of ``matrix``, scored together with concurrent requests."""
+        """The model's output for the rows of ``matrix`` (first axis = rows), scored together
+        with concurrent requests."""
         if self._closed:
             raise BatcherClosed("model retired")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -97,11 +98,9 @@ class MicroBatcher:
                     preds = self._score(matrix)
                 else:
                     preds = await loop.run_in_executor(self._executor, self._score, matrix)
-                preds = np.ascontiguousarray(preds, dtype=np.float64)
-                if preds.ndim != 2:  # one number per row; (n, k) class probabilities stay rows
-                    preds = preds.reshape(-1)
-                if len(preds) != rows:
-                    raise RuntimeError(f"model returned {len(preds)} predictions for {rows} rows")
+                preds = np.asarray(preds)
+                if preds.ndim == 0 or len(preds) != rows:
+                    raise RuntimeError(f"model answered {preds.shape[:1]} rows for {rows}")
             except Exception as exc:  # the model failed: every request in the batch gets it
                 for _, fut in batch:
                     if not fut.done():

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+FEEDBACK_TOKEN_ENV = "MLCICD_FEEDBACK_TOKEN"
+"""When set (a Kubernetes Secret sets it in deploy/), ``/feedback`` requires
+``Authorization: Bearer <token>``; scoring stays open."""
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -35,3 +39,15 @@ class ServerConfig:
     # Threads a model may use inside one call (OpenMP/BLAS/torch). Micro-batches are small:
     # a thread team costs more than it gains and its spin-waits starve the event loop.
     model_threads: int | None = 1
+    # Who may write labels: /feedback (the only route that changes state) requires
+    # ``Authorization: Bearer <token>`` when a token is set. None: ``$MLCICD_FEEDBACK_TOKEN``;
+    # "": no token even if the variable is set.
+    feedback_token: str | None = None
+
+    def resolved_feedback_token(self) -> str:
+        """The token /feedback requires ("" = open)."""
+        if self.feedback_token is not None:
+            return self.feedback_token
+        from mlcicd_dagster import settings
+
+        return settings.get(FEEDBACK_TOKEN_ENV) or ""

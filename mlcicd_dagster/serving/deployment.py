@@ -45,9 +45,48 @@ Loader = Callable[[ModelRef, str], Any]  # (ref, tracking_uri) -> Predictor
 
 
 def default_loader(ref: ModelRef, tracking_uri: str) -> Any:
-    from mlcicd_dagster.models.loading import load_predictor
+    """The version as a ``Predictor``, with its ``MLmodel`` as ``predictor.mlmodel``.
 
-    return load_predictor(ref.model_uri, tracking_uri=tracking_uri, version=ref.version)
+    Downloaded once: the signature (MLflow-compatible parsing, ``mlflow_compat``) comes
+    from the same folder the model is loaded from.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from mlcicd_dagster.models.loading import (
+        ModelLoadError,
+        declared_trusted_types,
+        load_predictor,
+        model_name_of,
+        resolve_model_version,
+    )
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    pinned, resolved = resolve_model_version(ref.model_uri, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="mlcicd-serve-") as tmp:
+        local = Path(pinned)
+        if not local.is_dir():
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(tracking_uri)
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=pinned, dst_path=tmp, tracking_uri=tracking_uri
+                    )
+                )
+            except MlflowException as exc:
+                raise ModelLoadError(f"cannot download {pinned}: {exc.message}") from exc
+        # The pipeline's declared skops types, as load_predictor finds them by model name.
+        trusted = declared_trusted_types(model_name_of(ref.model_uri))
+        predictor = load_predictor(
+            str(local), version=ref.version or resolved, trusted_types=trusted
+        )
+        predictor.mlmodel = Model.load(str(local / "MLmodel"))  # type: ignore[attr-defined]
+    return predictor
 
 
 def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -97,13 +136,23 @@ class ServedModel:
 
     def __init__(
         self, ref: ModelRef, predictor: Any, metrics: ServerMetrics, config: ServerConfig,
-        executor: Executor | None,
+        executor: Executor | None, meta: Any = None, output_shape: tuple[int, ...] = (-1,),
     ):  # fmt: skip
+        from mlcicd_dagster.serving.mlflow_compat import MlflowParser, plan_for
+        from mlcicd_dagster.serving.output import positive_index, pyfunc_output_fn
+
         self.ref = ref
         self.version = ref.version
         self.model_uri = ref.model_uri
         self.predictor = predictor
         self.feature_names: tuple[str, ...] = tuple(predictor.feature_names)
+        # How requests become this version's feature matrix (mlflow_compat): the fast
+        # path's spec, and MLflow's own parsing for the rest (None: our parser).
+        self.meta = meta
+        self.fast, use_mlflow = plan_for(meta, self.feature_names)
+        self.parser = MlflowParser(meta, self.feature_names) if use_mlflow else None
+        self.positive = positive_index(predictor)
+        self.output_shape = output_shape  # what one call answers; -1: the rows
         self.inflight = 0
         self._server_metrics = metrics
         self._metrics: dict[str, ModelMetrics] = {}
@@ -115,7 +164,7 @@ class ServedModel:
             batch_seconds.observe(seconds)
 
         self.batcher = MicroBatcher(
-            score_fn(predictor),
+            pyfunc_output_fn(predictor),
             executor=executor,
             max_batch_rows=config.max_batch_rows,
             max_wait_s=config.max_wait_ms / 1000.0,
@@ -330,7 +379,7 @@ class DeploymentFollower:
             model = loaded.get(key)
             if model is None:
                 try:
-                    predictor = await loop.run_in_executor(
+                    predictor, meta, shape = await loop.run_in_executor(
                         self._load_executor, self._load_and_warm, ref
                     )
                 except Exception as exc:
@@ -341,23 +390,46 @@ class DeploymentFollower:
                     log.error("serving without the %s track: %s", track, degraded[track])
                     continue
                 model = ServedModel(
-                    ref, predictor, self.metrics, self.config, self.scoring_executor
-                )
+                    ref, predictor, self.metrics, self.config, self.scoring_executor, meta,
+                    shape,
+                )  # fmt: skip
                 model.batcher.start()
                 loaded[key] = model
             tracks[track] = model
 
-    def _load_and_warm(self, ref: ModelRef) -> Any:
+    def _load_and_warm(self, ref: ModelRef) -> tuple[Any, Any, tuple[int, ...]]:
+        from mlcicd_dagster.serving.output import pyfunc_output_fn
+
         predictor = self.loader(ref, self.tracking_uri)
+        meta = self._load_meta(ref, predictor)
         limit_model_threads(self.config.model_threads)
         names = list(predictor.feature_names)
         if not names:
             raise ValueError(f"model {ref.model_uri} has no feature names")
+        shape: tuple[int, ...] = (-1,)
         try:  # the first call of a model is slow (lazy init); pay it here, not on a request
-            score_fn(predictor)(np.zeros((1, len(names)), dtype=np.float64))
+            out = np.asarray(pyfunc_output_fn(predictor)(np.zeros((2, len(names)))))
+            shape = (-1, *out.shape[1:])
         except Exception:
             log.warning("warm-up call of %s failed", ref.model_uri, exc_info=True)
-        return predictor
+        return predictor, meta, shape
+
+    def _load_meta(self, ref: ModelRef, predictor: Any) -> Any:
+        """The version's MLmodel (signature) for MLflow-compatible parsing; None if unreadable
+        (the version is then served with our own parser, and the reason is logged)."""
+        # MLflow's scoring code parses what the fast path does not: import it now, not on
+        # the first such request (seconds of imports on a busy machine).
+        import mlflow.pyfunc.scoring_server  # noqa: F401
+
+        from mlcicd_dagster.serving.mlflow_compat import load_meta
+
+        if (meta := getattr(predictor, "mlmodel", None)) is not None:
+            return meta  # read by the loader from the folder it loaded the model from
+        try:
+            return load_meta(ref.model_uri, self.tracking_uri)
+        except Exception:
+            log.warning("cannot read the MLmodel of %s", ref.model_uri, exc_info=True)
+            return None
 
     def _swap(self, new: Snapshot) -> None:
         old = self.snapshot

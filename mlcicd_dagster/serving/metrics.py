@@ -73,6 +73,11 @@ class ServerMetrics:
             registry=r,
         )
         self.feedback = Counter("mlcicd_feedback", "Feedback labels accepted", registry=r)
+        self.feedback_refused = Counter(
+            "mlcicd_feedback_refused",
+            "Feedback requests refused for a missing or wrong token (401)",
+            registry=r,
+        )
         self.feedback_unknown = Counter(
             "mlcicd_feedback_unknown_ids", "Feedback for request ids never served", registry=r
         )

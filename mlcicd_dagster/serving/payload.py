@@ -278,3 +278,113 @@ def _parse_inputs(value: Any) -> Table:
     if kinds == {False}:  # one record: {"col": v}
         return Table("records", records=[value], n_rows=1)
     raise PayloadError("inputs mixes array and scalar values; use all arrays (columns) or none")
+
+
+# ---------------------------------------------------------------------------------------
+# the fast path (``mlflow_compat``): well-formed bodies scored without pandas
+# ---------------------------------------------------------------------------------------
+_EXACT = 2.0**53  # integers beyond this do not survive float64; MLflow's path decides
+
+
+def fast_matrix(obj: Any, names: Sequence[str], integer: Sequence[bool]) -> np.ndarray | None:
+    """The feature matrix of a body MLflow would score with exactly these values, else None.
+
+    Taken: a JSON object with exactly one key of ``dataframe_split`` (``columns`` +
+    ``data`` only), ``dataframe_records``, ``instances`` (records) or ``inputs`` (columns,
+    one record, or records); every feature present in every row, integer columns holding
+    JSON integers (or integral floats) and the others JSON numbers; extra columns (MLflow
+    drops them). Anything
+    else (``params``, ``index``, positional rows, strings, nulls, booleans, no rows...)
+    returns None and goes through MLflow's own code.
+    """
+    if type(obj) is not dict or len(obj) != 1:
+        return None
+    ((fmt, value),) = obj.items()
+    if fmt == "dataframe_split":
+        if type(value) is not dict or len(value) != 2:
+            return None
+        columns = value.get("columns")
+        data = value.get("data")
+        if type(columns) is not list or type(data) is not list or not data:
+            return None
+        try:
+            position = {c: j for j, c in enumerate(columns)}
+            idx = [position[n] for n in names]
+        except (KeyError, TypeError):  # a missing feature, an unhashable column name
+            return None
+        if len(position) != len(columns):  # duplicate column names
+            return None
+        width = len(columns)
+        if list(names) == columns:
+            for row in data:
+                if type(row) is not list or len(row) != width:
+                    return None
+            rows = data
+        else:
+            rows = []
+            for row in data:
+                if type(row) is not list or len(row) != width:
+                    return None
+                rows.append([row[j] for j in idx])
+    elif fmt in ("dataframe_records", "instances") or (fmt == "inputs" and type(value) is list):
+        if type(value) is not list or not value:
+            return None
+        rows = []
+        for rec in value:
+            if type(rec) is not dict:
+                return None
+            try:
+                rows.append([rec[n] for n in names])
+            except KeyError:
+                return None
+    elif fmt == "inputs" and type(value) is dict and value:
+        first = next(iter(value.values()))
+        if type(first) is list:  # columns {"col": [...]}
+            try:
+                cols = [value[n] for n in names]
+            except KeyError:
+                return None
+            n_rows = len(first)
+            if not n_rows:
+                return None
+            for c in value.values():
+                if type(c) is not list or len(c) != n_rows:
+                    return None
+            rows = [list(r) for r in zip(*cols, strict=True)]
+        else:  # one record {"col": v}
+            for v in value.values():
+                if type(v) is list or type(v) is dict:
+                    return None
+            try:
+                rows = [[value[n] for n in names]]
+            except KeyError:
+                return None
+    else:
+        return None
+    if not _typed(rows, integer):
+        return None
+    matrix = np.array(rows, dtype=np.float64)
+    if matrix.size and not (np.abs(matrix) < _EXACT).all():
+        return None  # huge or non-finite: MLflow's conversion rules decide
+    return matrix
+
+
+def _typed(rows: list[Any], integer: Sequence[bool]) -> bool:
+    """Integer columns hold ints (or integral floats, ``35.0``: what ``df.values.tolist()``
+    sends; MLflow casts them to the same integer), the others ints or floats (bool is
+    neither)."""
+    if not any(integer):
+        for row in rows:
+            for v in row:
+                t = type(v)
+                if t is not float and t is not int:
+                    return False
+        return True
+    for row in rows:
+        for v, want_int in zip(row, integer, strict=True):
+            t = type(v)
+            if t is int:
+                continue
+            if t is not float or (want_int and not v.is_integer()):
+                return False
+    return True

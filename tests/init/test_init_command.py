@@ -73,10 +73,14 @@ def test_writes_a_reviewable_pipeline(tmp_path, csv, monkeypatch, capsys):
     gates = load_gate_config(folder / "gates.yaml")
     assert gates.label == "churned" and 0 < gates.auc_margin <= 0.1
     assert "rejected with probability >= 0.95" in (folder / "gates.yaml").read_text()
+    # the design the gates check at load is the one measured here, and it holds
+    assert set(gates.design.sd_per_row) == {"auc", "log_loss"}
+    assert "every gate together" in out
     golden = pd.read_csv(folder / "data" / "golden.csv.gz")
     sample = pd.read_csv(folder / "data" / "sample.csv.gz")
     assert len(golden) + len(sample) == 3000
     assert not set(golden["customer_id"]) & set(sample["customer_id"])
+    assert gates.design.holdout_rows == int(0.2 * len(sample))
     # stratified: the golden set keeps the file's class balance
     whole = pd.read_csv(csv)["churned"].mean()
     assert abs(golden["churned"].mean() - whole) < 0.02
@@ -214,7 +218,8 @@ def test_other_tasks_get_their_label_domain(tmp_path, monkeypatch, capsys, label
             and between["max_value"] >= frame[label].max()
         )
     gates = (folder / "gates.yaml").read_text()
-    assert f"Task {task}: margins are the library's defaults" in gates
+    assert f"Task {task}: the comparison with the champion judges the task's own" in gates
+    assert "every gate together" in out  # the gates' own design check accepted it
 
 
 def test_text_labels_binary(tmp_path, monkeypatch, capsys):

@@ -57,6 +57,7 @@ def test_user_deployment_matches_the_platform_contract():
         "MLCICD_HOME",
         "MLCICD_K8S_NAMESPACE",
         "MLCICD_SERVER_IMAGE",
+        "MLCICD_MLFLOW_UI_URL",  # where browsers open the MLflow run links
     } <= (set(k8s.PROFILE_ENV) | {"MLCICD_MAX_CONCURRENT_STEPS"})
     k8s.ComputeProfile.from_env(env)  # the values are valid settings
     assert [s["name"] for s in dep["envSecrets"]] == list(k8s.ENV_SECRETS)

@@ -113,7 +113,8 @@ def test_worse_model_is_rejected_with_reasons(good, sets, cfg):
     )
     by = {r.name: r for r in results}
     assert not by["non_inferiority"].passed
-    assert "failed: AUC on holdout" in by["non_inferiority"].summary
+    assert "AUC on holdout" in by["non_inferiority"].summary
+    assert by["non_inferiority"].design["false_rejection"] < 0.05  # stated with the verdict
     assert not by["behavioral"].passed
     assert "more_payment_delay_never_lowers_risk" in by["behavioral"].summary
     tags = decision_tags(results)
@@ -163,10 +164,13 @@ def test_serving_budget_fails_a_slow_model(good, sets, cfg):
             time.sleep(0.03)
             return good.predictor.predict_proba(features)
 
-    fast_cfg = GateConfig(label=LABEL, serving_single_calls=25, serving_batch_rows=200)
+    fast_cfg = GateConfig(
+        label=LABEL, serving_single_calls=25, serving_batch_calls=5, serving_batch_rows=200
+    )
     inp = GateInputs(Slow(), good.predictor, holdout=holdout, golden=golden, config=fast_cfg)
     r = gate_serving_budget(inp)
-    assert not r.passed and "vs champion" in r.summary and r.rows[0]["attempts"] == 3
+    assert not r.passed and "over budget" in r.summary
+    assert r.numbers["single_ratio_lower"] > fast_cfg.serving_max_ratio
 
 
 def test_infra_validation_catches_a_different_artifact(tracking_uri, good, pool, sets, features):
@@ -206,14 +210,16 @@ def test_behavioral_spec_errors_are_clear(good, sets, cfg, tmp_path):
 
     with pytest.raises(BehavioralSpecError, match="unknown field 'NOPE'"):
         gate_behavioral(inp, {"invariance": [{"name": "x", "change": {"NOPE": {"add": 1}}}]})
-    # a gate that raises inside run_all_gates becomes a failed gate, not a pass
+    # a gate that raises inside run_all_gates is an error (never a pass, nor a rejection)
     bad = tmp_path / "b.yaml"
     bad.write_text("invariance: [{name: x, change: {NOPE: {add: 1}}}]\n")
     cfg2 = GateConfig(label=LABEL, behavioral_path=bad)
     r = run_all_gates(
         good.predictor, None, holdout=holdout, golden=golden, config=cfg2, only=["behavioral"]
     )[0]
-    assert not r.passed and "BehavioralSpecError" in r.summary
+    assert not r.passed and r.error and r.decision == "ERROR"
+    assert "BehavioralSpecError" in r.summary
+    assert decision_tags([r])["gates.decision"] == "ERROR"
 
 
 def test_config_errors_are_clear(tmp_path):

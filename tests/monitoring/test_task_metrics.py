@@ -99,3 +99,16 @@ def test_regression_window_measures_mae_and_rmse_from_the_logs(tmp_path):
     assert v.n_labeled == 389 and v.n_invalid_labels == 1
     assert set(v.metrics) == {"mae", "rmse"}
     assert v.metrics["rmse"].lo < 10 < v.metrics["rmse"].hi
+
+
+def test_an_estimate_without_a_standard_error_round_trips():
+    """One labelled row has no standard error: stored as null, read back as NaN (a window
+    with a single label once made the retraining sensor fail to read its results)."""
+    import math
+
+    from mlcicd_dagster.monitoring.metrics import MetricEstimate, log_loss
+
+    est = log_loss(np.array([1.0]), np.array([0.7]), level=0.95)
+    assert math.isnan(est.se)
+    back = MetricEstimate.from_dict(est.to_dict())
+    assert math.isnan(back.se) and back.value == pytest.approx(est.value) and back.n == 1

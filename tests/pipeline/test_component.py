@@ -220,4 +220,17 @@ def test_dg_launch_runs_an_asset_through_the_code_location(home_dir):
     )  # fmt: skip
     text = out.stdout + out.stderr
     assert out.returncode != 0 or "Materialization failed" in text
-    assert "no validated batch in the lake yet" in text, text[-3000:]
+    assert "no validated batch" in text, text[-3000:]
+
+
+def test_the_pipelines_behavioral_file_is_the_one_the_gate_reads(tmp_path):
+    from mlcicd_dagster.component import load_spec
+    from mlcicd_dagster.pipeline.model_gate import _gate_config
+
+    spec = load_spec(CREDIT)
+    assert _gate_config(spec.gates_path, spec.behavioral_path).behavioral_path == (
+        CREDIT / "behavioral.yaml"
+    )
+    other = tmp_path / "other.yaml"
+    other.write_text("invariance: []\n")
+    assert _gate_config(spec.gates_path, other).behavioral_path == other

@@ -55,6 +55,20 @@ def _run(module, instance, key):
     )
 
 
+def _rejected(result, key: str, check: str = "data_suite"):
+    """A rejection, plainly: a green run, the check failed (WARN, ``outcome: rejected``)
+    on the batch's own partition with its reason, and validated_batch not built."""
+    assert result.success, "a rejection is not an error: the run stays green"
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == check]
+    assert not evaluation.passed and evaluation.description.startswith("rejected")
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["outcome"].value == "rejected"
+    assert evaluation.partition == key  # the partition view shows this batch's verdict
+    built = [m for m in result.get_asset_materialization_events() if m.asset_key == DATA_ASSETS[1]]
+    assert not built, "validated_batch must not be built from a rejected batch"
+    return evaluation
+
+
 def test_good_batch_reaches_the_lake_and_bad_batch_is_quarantined(location, home_dir):
     module, instance = location
     rows = pd.read_csv(DATA / "pool.csv.gz").head(600)
@@ -71,7 +85,16 @@ def test_good_batch_reaches_the_lake_and_bad_batch_is_quarantined(location, home
 
     outcomes = {name: _run(module, instance, key) for key, name in keys.items()}
     assert outcomes["good batch ü.csv"].success
-    assert not outcomes["bad.csv"].success  # the blocking gate said no
+    good = {e.check_name: e for e in outcomes["good batch ü.csv"].get_asset_check_evaluations()}
+    assert good["data_suite"].passed
+    assert good["drift"].metadata["outcome"].value in ("passed", "warning")  # not blocking
+    bad_key = next(k for k, n in keys.items() if n == "bad.csv")
+    _rejected(outcomes["bad.csv"], bad_key)  # the blocking gate said no, plainly
+    # the instance keeps each batch's verdict on its partition
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(DATA_ASSETS[0], "data_suite"), limit=10
+    )
+    assert len(records) == 2
 
     lake = home_dir / "lake" / "credit_default" / "validated"
     assert len(list(lake.glob("*.parquet"))) == 1
@@ -88,14 +111,16 @@ def test_good_batch_reaches_the_lake_and_bad_batch_is_quarantined(location, home
         "bad.csv",
         "good batch ü.csv",
     ]
-    alerts = (home_dir / "alerts.jsonl").read_text().splitlines()
-    assert any("bad.csv" in line for line in alerts)
+    alerts = [json.loads(line) for line in (home_dir / "alerts.jsonl").read_text().splitlines()]
+    (alert,) = [a for a in alerts if "bad.csv" in a["title"]]
+    assert alert["kind"] == "rejected" and "AGE" in alert["details"]["reason"]
+    assert not [a for a in alerts if a["kind"].startswith("run_")]  # no run failure
 
     # the same rows landed again under another name: quarantined as a duplicate
     _land(home_dir, "again.csv", rows.head(300))
     again = _tick(module, instance, result.cursor)
     (req,) = again.run_requests
-    assert not _run(module, instance, req.partition_key).success
+    _rejected(_run(module, instance, req.partition_key), req.partition_key)
     assert "duplicate" in (qdir / "again.csv.reason.json").read_text()
 
 
@@ -132,11 +157,7 @@ def test_each_kind_of_bad_file_is_quarantined_with_its_reason(location, home_dir
     _write(home_dir, name, data)
     (req,) = _tick(module, instance).run_requests
     result = _run(module, instance, req.partition_key)
-    assert not result.success  # the blocking data gate stopped the run
-    (evaluation,) = [
-        e for e in result.get_asset_check_evaluations() if e.check_name == "data_suite"
-    ]
-    assert not evaluation.passed and evaluation.description  # the UI shows why
+    _rejected(result, req.partition_key)  # the blocking data gate stopped the batch
     qdir = home_dir / "quarantine" / "credit_default"
     reason = json.loads((qdir / f"{name}.reason.json").read_text())
     assert reason.get("summary")

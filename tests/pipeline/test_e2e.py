@@ -80,7 +80,8 @@ def test_landed_file_becomes_the_serving_model(served):
     assert r.status_code == 200, r.text
     assert r.headers["X-Model-Version"] == "1"
     preds = r.json()["predictions"]
-    assert len(preds) == 5 and all(0.0 <= p <= 1.0 for p in preds)
+    # class probabilities per row, as the logged pyfunc (and mlflow models serve) answer
+    assert len(preds) == 5 and all(len(row) == 2 and abs(sum(row) - 1) < 1e-9 for row in preds)
     assert len(r.headers["X-Request-Id"].split(",")) == 5
     ids = r.headers["X-Request-Id"].split(",")
     fb = httpx.post(
@@ -166,3 +167,56 @@ def test_mlcicd_ci_judges_a_code_change_against_the_champion(served, tmp_path):
     assert status["deployment"]["stable"]["version"] == "1"
     assert out.returncode in (0, 1)
     assert ("PASS" in text) == (out.returncode == 0)
+
+
+@pytest.mark.timeout(1800)  # a retrain, the gates and a rollout decision on a busy machine
+def test_a_rejected_model_is_a_green_run_that_says_what_still_serves(served):
+    """A poisoned batch (valid data, inverted labels): the model gates reject its model.
+    A rejection is not an error: the run is green, the gates' checks say `rejected`
+    with the reason, `deployment` records that v1 still serves, the alert's kind is
+    `rejected`, and nothing is deployed."""
+    import dagster as dg
+
+    from mlcicd_dagster.cli import dagster_instance
+    from mlcicd_dagster.demo.landing import land_frame
+
+    home = served["home"]
+    poisoned = served["pool"].iloc[5000:9000].copy()
+    poisoned[LABEL] = 1 - poisoned[LABEL]
+    land_frame(home.landing("credit_default"), "poisoned.csv", poisoned)
+    out = _cli("cycle", "--json", env=served["env"], timeout=1200)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout[out.stdout.index("{") :])
+    # the batch itself is valid (ingest succeeds); the retrain it triggers is rejected
+    (run,) = [r for r in report["runs"] if "model:non_inferiority" in str(r["failed_checks"])]
+    assert run["job"] == "credit_default_retrain" and run["outcome"] == "rejected", run
+    assert "credit_default/model:non_inferiority" in run["failed_checks"]
+
+    instance = dagster_instance()
+    try:
+        assert instance.get_run_by_id(run["run_id"]).status == dg.DagsterRunStatus.SUCCESS
+        records = instance.fetch_materializations(
+            dg.AssetKey(["credit_default", "deployment"]), limit=20
+        ).records
+        (event,) = [r for r in records if r.run_id == run["run_id"]]  # the retrain's own
+        meta = event.asset_materialization.metadata
+        assert meta["outcome"].value == "rejected"
+        assert meta["still_serving"].value == "v1"
+        (evaluation,) = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(
+                run["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+            if e.dagster_event.event_specific_data.check_name == "non_inferiority"
+        ]  # the retrain's own verdict (a later bisect may retrain without the bad batch)
+        assert not evaluation.passed
+        assert evaluation.severity == dg.AssetCheckSeverity.WARN
+        assert evaluation.metadata["outcome"].value == "rejected"
+        assert "design_false_rejection" in evaluation.metadata
+    finally:
+        instance.dispose()
+    alerts = [json.loads(x) for x in home.alerts.read_text().splitlines()]
+    rejected = [a for a in alerts if a["kind"] == "rejected" and "model" in a["title"]]
+    assert rejected and "non_inferiority" in rejected[-1]["details"]["reason"]
+    assert rejected[-1]["details"]["still_serving"] == "v1"
+    assert not [a for a in alerts if a["kind"] in ("run_failure", "run_error", "run_rejected")]

@@ -32,7 +32,7 @@ def test_kill_9_under_load_then_restart(home, registry, tmp_path):
     proc, url = start_subprocess(home, MODEL, port=0, extra_args=args, log_path=tmp_path / "a.log")
     try:
         with httpx.Client(base_url=url, timeout=5) as client:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a subprocess importing mlflow, two models
             while client.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline, (tmp_path / "a.log").read_text()
                 time.sleep(0.1)
@@ -70,7 +70,7 @@ def test_kill_9_under_load_then_restart(home, registry, tmp_path):
     proc, url = start_subprocess(home, MODEL, port=0, extra_args=args, log_path=tmp_path / "b.log")
     try:
         with httpx.Client(base_url=url, timeout=5) as client:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a subprocess importing mlflow, two models
             while client.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline, (tmp_path / "b.log").read_text()
                 time.sleep(0.1)

@@ -159,7 +159,7 @@ def test_shadow_is_logged_never_returned_and_x_track_smoke(
         for i in range(len(rows)):
             r = client.post("/invocations", json=split_body(feats, rows.iloc[i : i + 1]))
             assert r.headers["X-Model-Version"] == "1" and r.headers["X-Track"] == "stable"
-            answered[r.headers["X-Request-Id"]] = r.json()["predictions"][0]
+            answered[r.headers["X-Request-Id"]] = r.json()["predictions"][0][1]
         # Smoke tests can score on exactly one track, shadow and previous included.
         for track, version in (("shadow", "3"), ("previous", "2"), ("stable", "1")):
             r = client.post(
@@ -167,9 +167,11 @@ def test_shadow_is_logged_never_returned_and_x_track_smoke(
             )
             assert r.status_code == 200 and r.headers["X-Model-Version"] == version
             expected = local_predictors[version].predict_proba(rows[feats])
-            np.testing.assert_allclose(r.json()["predictions"], expected, rtol=1e-9)
+            np.testing.assert_allclose(
+                np.asarray(r.json()["predictions"])[:, 1], expected, rtol=1e-9
+            )
         r = client.post("/invocations", json=split_body(feats, rows), headers={"X-Track": "canary"})
-        assert r.status_code == 404 and "no model on track" in r.json()["error"]
+        assert r.status_code == 404 and "no model on track" in r.json()["message"]
         r = client.post("/invocations", json=split_body(feats, rows), headers={"X-Track": "blue"})
         assert r.status_code == 400
     np.testing.assert_allclose(

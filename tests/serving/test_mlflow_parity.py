@@ -1,0 +1,358 @@
+"""``mlcicd serve`` as a drop-in for ``mlflow models serve``, on the same registered version.
+
+MLflow's own scoring-server test cases (mlflow/mlflow tests/pyfunc/test_scoring_server.py:
+malformed JSON, non-dict bodies, unknown and several formats, wrong orientations, invalid
+frames, empty CSV, charset and unknown content-type parameters, unsupported types,
+positional ``instances``) plus the input rules where the two servers used to differ
+(numeric strings, NaN tokens, booleans, nulls, extra keys, CSV bodies, ``params``...) are
+sent to both servers: a real ``mlflow models serve --env-manager local`` subprocess and ours.
+Status codes, error bodies (``error_code`` and ``message``) and predictions must agree;
+the few deliberate differences are asserted as such in ``test_documented_differences``
+(docs/serving.md lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from serving_support import MODEL, deploy
+
+VERSION = "1"
+JSON = "application/json"
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mlflow models serve`` on version 1 (the venv's bin first on PATH, local env)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("mlflow-serve") / "serve.log"
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    cmd = [f"{VENV_BIN}/mlflow", "models", "serve", "-m", f"models:/{MODEL}/{VERSION}"]
+    cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow models serve exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow models serve did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def ours(home: Any, start_server: Any) -> str:
+    deploy(home, stable=VERSION)
+    srv = start_server()
+    srv.wait_ready()
+    return str(srv.url)
+
+
+def _rows(registry: Any, n: int = 3) -> Any:
+    """Rows as a landed batch has them: integer columns int64, the others float64."""
+    import pandas as pd
+    from serving_support import DATA
+
+    pool = pd.read_csv(DATA / "pool.csv.gz")
+    return pool[registry.features].iloc[3000 : 3000 + n].reset_index(drop=True)
+
+
+def cases(registry: Any) -> list[tuple[str, str | None, bytes]]:
+    """(name, Content-Type, body): MLflow's test cases on our model, and the former gaps."""
+    frame = _rows(registry)
+    feats = registry.features
+    split = json.loads(frame.to_json(orient="split", index=False))
+    records = json.loads(frame.to_json(orient="records"))
+    one = records[0]
+
+    def body(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
+    def rec(**change: Any) -> bytes:
+        return body({"dataframe_records": [{**one, **change}]})
+
+    out: list[tuple[str, str | None, bytes]] = [
+        # -- MLflow's scoring-server tests, on this model ---------------------------------
+        ("malformed json", JSON, b"this is,,,, not valid json"),
+        ("json number", JSON, b"1"),
+        ("json string", JSON, b'"1"'),
+        ("json list", JSON, b"[1]"),
+        ("not a dataframe", JSON, body({"not": "a serialized dataframe"})),
+        ("two formats", JSON, body({"dataframe_records": [], "dataframe_split": {"data": []}})),
+        ("records given split", JSON, body({"dataframe_records": frame.to_dict("split")})),
+        ("split given records", JSON, body({"dataframe_split": records})),
+        (
+            "split bad index",
+            JSON,
+            body({"dataframe_split": {"index": [1, 2], "data": [[1], [2], [3]]}}),
+        ),  # noqa: E501
+        (
+            "positional frame",
+            JSON,
+            body({"dataframe_split": {"data": [[float(i)] for i in range(10)]}}),
+        ),  # noqa: E501
+        ("empty csv", "text/csv", b""),
+        ("records", JSON, body({"dataframe_records": records})),
+        ("records charset UTF-8", JSON + "; charset=UTF-8", body({"dataframe_records": records})),
+        ("split", JSON, body({"dataframe_split": split})),
+        ("split charset UTF-8", JSON + "; charset=UTF-8", body({"dataframe_split": split})),
+        (
+            "unsupported content type",
+            "not_a_supported_content_type",
+            body({"dataframe_split": split}),
+        ),  # noqa: E501
+        ("unknown content param", JSON + "; something=something", body({"dataframe_split": split})),  # noqa: E501
+        ("instances as rows", JSON, body({"instances": split["data"]})),
+        # -- the other formats and the rules that used to differ --------------------------
+        ("split with index", JSON, body({"dataframe_split": {**split, "index": [7, 8, 9]}})),
+        (
+            "split extra column",
+            JSON,
+            body(
+                {
+                    "dataframe_split": {
+                        "columns": [*feats, "x"],
+                        "data": [[*r, 1] for r in split["data"]],
+                    }
+                }
+            ),
+        ),  # noqa: E501
+        (
+            "split columns reordered",
+            JSON,
+            body(
+                {
+                    "dataframe_split": {
+                        "columns": feats[::-1],
+                        "data": [r[::-1] for r in split["data"]],
+                    }
+                }
+            ),
+        ),  # noqa: E501
+        (
+            "split missing column",
+            JSON,
+            body(
+                {"dataframe_split": {"columns": feats[1:], "data": [r[1:] for r in split["data"]]}}
+            ),
+        ),  # noqa: E501
+        (
+            "split ragged",
+            JSON,
+            body({"dataframe_split": {"columns": feats, "data": [split["data"][0][:-1]]}}),
+        ),  # noqa: E501
+        ("split extra key", JSON, body({"dataframe_split": {**split, "extra": 1}})),
+        ("instances records", JSON, body({"instances": records})),
+        ("inputs columns", JSON, body({"inputs": {c: frame[c].tolist() for c in feats}})),
+        ("inputs one record", JSON, body({"inputs": one})),
+        ("inputs records", JSON, body({"inputs": records})),
+        (
+            "inputs ragged columns",
+            JSON,
+            body({"inputs": {**{c: frame[c].tolist() for c in feats}, "AGE": [30]}}),
+        ),  # noqa: E501
+        ("extra top-level key", JSON, body({"dataframe_records": records, "foo": 1})),
+        ("params", JSON, body({"dataframe_records": records, "params": {"threshold": 0.3}})),
+        ("instances and inputs", JSON, body({"instances": records, "inputs": records})),
+        ("empty records", JSON, body({"dataframe_records": []})),
+        ("empty object", JSON, b"{}"),
+        ("record extra key", JSON, rec(extra="x")),
+        (
+            "record missing key",
+            JSON,
+            body({"dataframe_records": [{k: v for k, v in one.items() if k != "AGE"}]}),
+        ),  # noqa: E501
+        ("integer column as float", JSON, rec(AGE=35.0)),
+        ("integer column fractional", JSON, rec(AGE=35.5)),
+        ("integer column numeric string", JSON, rec(AGE="35")),
+        ("integer column text", JSON, rec(AGE="old")),
+        ("integer column null", JSON, rec(AGE=None)),
+        ("integer column boolean", JSON, rec(AGE=True)),
+        ("integer column huge", JSON, rec(AGE=2**70)),
+        ("double column integer", JSON, rec(LIMIT_BAL=90000)),
+        ("double column numeric string", JSON, rec(LIMIT_BAL="90000")),
+        ("double column null", JSON, rec(LIMIT_BAL=None)),
+        ("double column nested", JSON, rec(LIMIT_BAL=[1, 2])),
+        ("NaN token", JSON, rec(LIMIT_BAL=math.nan)),
+        ("Infinity token", JSON, rec(LIMIT_BAL=math.inf)),
+        ("csv", "text/csv", frame.to_csv(index=False).encode()),
+        ("csv charset", "text/csv; charset=utf-8", frame.to_csv(index=False).encode()),
+        ("csv malformed", "text/csv", b'a,b\n1,"2\n'),
+        ("charset latin-1", JSON + "; charset=latin-1", body({"dataframe_split": split})),
+        ("prefix content type", "application/jsonx", body({"dataframe_split": split})),
+        ("capitalised content type", "Application/JSON", body({"dataframe_split": split})),
+        ("not utf-8", JSON, b'{"dataframe_records": [{"A": "\xff"}]}'),
+        ("utf-16 json", JSON, json.dumps({"dataframe_records": records}).encode("utf-16")),
+    ]
+    return out
+
+
+def _send(client: httpx.Client, url: str, ctype: str | None, data: bytes) -> httpx.Response:
+    headers = {"Content-Type": ctype} if ctype is not None else {}
+    return client.post(f"{url}/invocations", content=data, headers=headers)
+
+
+_SET = re.compile(r"\{'\w+'(?:, '\w+')*\}")
+
+
+def _canonical(message: Any) -> Any:
+    """MLflow prints sets of names (its formats, a body's keys) in hash order, which
+    differs from process to process: compare them sorted."""
+    if not isinstance(message, str):
+        return message
+    return _SET.sub(lambda m: "{" + ", ".join(sorted(m.group()[1:-1].split(", "))) + "}", message)
+
+
+def _error(r: httpx.Response) -> Any:
+    """What an error answer says: (error_code, message) of a JSON error, else the text."""
+    try:
+        doc = r.json()
+    except ValueError:
+        return ("text", _canonical(r.text))
+    if isinstance(doc, dict) and "error_code" in doc:
+        return (doc["error_code"], _canonical(doc.get("message")), "stack_trace" in doc)
+    return ("json", doc)
+
+
+def test_every_request_case_answers_as_mlflow_models_serve(
+    mlflow_server: str, ours: str, registry: Any
+) -> None:
+    different = []
+    with httpx.Client(timeout=60) as client:
+        for name, ctype, data in cases(registry):
+            theirs = _send(client, mlflow_server, ctype, data)
+            mine = _send(client, ours, ctype, data)
+            # Every answer of ours carries request ids (one per row) and the version.
+            assert mine.headers.get("X-Request-Id"), name
+            assert mine.headers.get("X-Model-Version") == VERSION, name
+            if theirs.status_code != mine.status_code:
+                different.append((name, theirs.status_code, mine.status_code, mine.text[:200]))
+                continue
+            if theirs.status_code == 200:
+                want = theirs.json()["predictions"]
+                got = mine.json()["predictions"]
+                assert np.shape(got) == np.shape(want), name
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=name)
+                ids = mine.headers["X-Request-Id"].split(",")
+                assert len(ids) == len(got) == len(set(ids)), name
+            else:
+                assert mine.headers["content-type"].split(";")[0] == JSON, name
+                want, got = _error(theirs), _error(mine)
+                if want[0] == "text":  # MLflow's plain-text 415: the same text, as JSON
+                    want = ("BAD_REQUEST", want[1], False)
+                if want != got:
+                    different.append((name, want, got))
+    assert not different, "\n".join(map(str, different))
+
+
+def test_a_classifier_answers_class_probabilities(ours: str, registry: Any) -> None:
+    """What the logged pyfunc returns: ``[[P(0), P(1)], ...]``; column 1 is P(positive)."""
+    from mlcicd_dagster.models.loading import load_predictor
+
+    frame = _rows(registry, 5)
+    r = httpx.post(
+        f"{ours}/invocations",
+        json={"dataframe_split": json.loads(frame.to_json(orient="split", index=False))},
+    )
+    assert r.status_code == 200, r.text
+    preds = np.asarray(r.json()["predictions"])
+    assert preds.shape == (5, 2)
+    np.testing.assert_allclose(preds.sum(axis=1), 1.0, rtol=1e-12)
+    local = load_predictor(f"models:/{MODEL}/{VERSION}", tracking_uri=registry.tracking_uri)
+    np.testing.assert_allclose(preds[:, 1], local.predict_proba(frame), rtol=1e-12)
+
+
+def test_ping_version_health_as_mlflow(mlflow_server: str, ours: str) -> None:
+    for route in ("/ping", "/version", "/health"):
+        theirs, mine = httpx.get(mlflow_server + route), httpx.get(ours + route)
+        assert theirs.status_code == mine.status_code == 200, route
+        if route != "/health":  # ours is a JSON liveness document (docs/serving.md)
+            assert mine.text == theirs.text, route
+
+
+def test_ping_is_503_until_a_model_is_loaded(home: Any, start_server: Any) -> None:
+    srv = start_server()
+    assert httpx.get(f"{srv.url}/ping").status_code == 503
+    assert httpx.get(f"{srv.url}/health").status_code == 200  # liveness: the process is up
+    r = httpx.post(f"{srv.url}/invocations", json={"inputs": {"AGE": [1]}})
+    assert r.status_code == 503 and r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert r.headers["X-Request-Id"]
+    deploy(home, stable=VERSION)
+    srv.wait_ready()
+    assert httpx.get(f"{srv.url}/ping").status_code == 200
+
+
+def test_documented_differences(mlflow_server: str, ours: str, registry: Any) -> None:
+    """The deliberate differences of docs/serving.md, each shown on both servers."""
+    frame = _rows(registry)
+    body = json.dumps(
+        {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+    ).encode()
+    with httpx.Client(timeout=60) as client:
+        # 1. No Content-Type: MLflow fails with a 500; ours reads JSON.
+        assert _send(client, mlflow_server, None, body).status_code == 500
+        assert _send(client, ours, None, body).status_code == 200
+        # 2. A row limit (10,000 by default): 413 with MLflow's error document.
+        many = {"inputs": {c: [float(frame[c][0])] * 10_001 for c in registry.features}}
+        r = client.post(f"{ours}/invocations", json=many)
+        assert r.status_code == 413 and r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+        assert client.post(f"{mlflow_server}/invocations", json=many).status_code == 200
+        # 3. JSON nested beyond the parser's depth: MLflow's json.loads overflows (500).
+        deep = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        assert _send(client, mlflow_server, JSON, deep).status_code == 500
+        r = _send(client, ours, JSON, deep)
+        assert r.status_code == 400 and "nested too deeply" in r.json()["message"]
+
+
+def test_pyfunc_takes_a_landed_batch_as_is(registry: Any) -> None:
+    """The signature says what the data gate passes: integer columns stay integers."""
+    import mlflow
+    import pandas as pd
+    from serving_support import DATA
+
+    batch = pd.read_csv(DATA / "golden.csv.gz")  # a batch as it lands: int64 and float64
+    assert (batch["AGE"].dtype, batch["LIMIT_BAL"].dtype) == (np.int64, np.float64)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{VERSION}")
+    out = np.asarray(model.predict(batch.drop(columns=[c for c in ("ID",) if c in batch])))
+    assert out.shape == (len(batch), 2)
+    schema = model.metadata.get_input_schema()
+    types = {c.name: c.type.name for c in schema.inputs}
+    assert types["AGE"] == "long" and types["LIMIT_BAL"] == "double"
