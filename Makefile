@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 export MLCICD_HOME ?= $(CURDIR)/.mlcicd
 
-.PHONY: demo test ui lint typecheck pytest bench clean-home install
+.PHONY: demo test test-extended ui lint typecheck pytest bench clean-home install
 
 install: $(STAMP)
 
@@ -34,7 +34,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not extended" $(PYTEST_ARGS)
+
+# The heavy suites kept out of `make test` so that it stays within CI's time on 2 cores:
+# the fault-injection suite (real kill -9 at each rollout phase) and the built wheel in a
+# fresh virtual environment. Run them before a release and after changing those areas.
+test-extended: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m extended $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from tests_support import ROOT
 
-pytestmark = pytest.mark.slow
-DEMO_TIMEOUT_S = 900  # the story waits for a few one-minute monitoring windows
+DEMO_TIMEOUT_S = 900
+# pytest-timeout counts the module fixture (the whole demo) against the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(DEMO_TIMEOUT_S + 300)]  # the story waits for a few one-minute monitoring windows
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from tests_support import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 TORCH = "torch==2.13.0"
 LABEL = "default.payment.next.month"

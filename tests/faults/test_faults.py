@@ -20,7 +20,7 @@ import pytest
 
 from mlcicd_dagster.pipeline.orphans import ORPHAN_TAG, REDO_OF_TAG
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 
 def _in_flight(lp) -> bool:
