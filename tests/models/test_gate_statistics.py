@@ -91,7 +91,8 @@ def _not_above(k: int, n: int, p: float) -> bool:
     return binom.sf(k - 1, n, p) >= 1e-3
 
 
-CFG = GateConfig(label="y", alpha=0.05, auc_margin=0.02, logloss_margin=0.01)
+# The shipped margins: at these set sizes the design plans an informative false-rejection rate.
+CFG = GateConfig(label="y", alpha=0.05, auc_margin=0.03, logloss_margin=0.015)
 
 
 def test_delong_matches_sklearn_and_holm():

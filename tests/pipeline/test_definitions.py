@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -80,7 +81,6 @@ def test_importing_definitions_loads_no_heavy_library(home_dir):
 
 
 def test_dagster_cli_validates_the_code_location_from_the_repo_root(home_dir):
-    dagster = ROOT / ".venv" / "bin" / "dagster"
-    exe = str(dagster) if dagster.exists() else "dagster"
+    exe = str(Path(sys.executable).with_name("dagster"))
     out = subprocess.run([exe, "definitions", "validate"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
