@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from tests_support import ROOT
 
-DEMO_TIMEOUT_S = 900
+DEMO_TIMEOUT_S = 900  # the story waits for a few one-minute monitoring windows
 # pytest-timeout counts the module fixture (the whole demo) against the first test.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(DEMO_TIMEOUT_S + 300)]  # the story waits for a few one-minute monitoring windows
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(DEMO_TIMEOUT_S + 300)]
 
 
 @pytest.fixture(scope="module")

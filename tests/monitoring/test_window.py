@@ -10,7 +10,6 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from mlcicd_dagster.models.stats import PROB_CLIP
-
 from mlcicd_dagster.monitoring import MonitoringError, MonitoringResult, compute_window
 from mlcicd_dagster.monitoring.logs import write_feedback_part, write_prediction_part
 from mlcicd_dagster.monitoring.window import load_window

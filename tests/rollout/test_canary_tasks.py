@@ -45,6 +45,7 @@ def test_regression_canary_judges_the_absolute_error_from_the_logs():
             "request_id": [f"r{i}" for i in range(n)],
             "model_version": np.where(track == "canary", "2", "1"),
             "track": track,
+            "ts": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(n), unit="s"),
             "latency_ms": 5.0,
             "prediction": y + rng.normal(0, 1, n) * noise,
             "label": y,
