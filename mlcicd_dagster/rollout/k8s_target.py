@@ -268,7 +268,7 @@ def version_objects(
             "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
             "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
         },
-        # /health: the process is alive; /ready: its models are loaded (PRODUCT.md).
+        # /health: the process is alive; /ready: its models are loaded (docs/serving.md).
         "livenessProbe": {
             "httpGet": {"path": "/health", "port": "http"},
             "periodSeconds": 10,

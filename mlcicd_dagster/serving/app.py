@@ -1,4 +1,4 @@
-"""The model server's HTTP application (Starlette; PRODUCT.md "Model server HTTP API").
+"""The model server's HTTP application (Starlette; the HTTP API is described in docs/serving.md).
 
 Plain Starlette routes rather than FastAPI models: ``/invocations`` is the hot path and
 validates the body itself (``payload``), decodes JSON with orjson and never touches
