@@ -61,6 +61,9 @@ def _three_pipelines(where: Path) -> tuple[Path, int]:
 def main() -> int:
     with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "MLCICD_HOME": home}
+        # Bytecode as an installed package has it (pip compiles it): without this a
+        # PYTHONDONTWRITEBYTECODE=1 shell recompiles every module of ours in each process.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         three, shipped = _three_pipelines(Path(scratch))
         _wall("import definitions", env)  # warm the OS file cache once; bytecode too

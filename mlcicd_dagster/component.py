@@ -33,6 +33,7 @@ from pydantic import Field, PrivateAttr
 
 from mlcicd_dagster.errors import ConfigError
 from mlcicd_dagster.pipeline.spec import PipelineSpec, RolloutSpec, class_keys, label_key
+from mlcicd_dagster.platform import yamlio
 
 TYPE_NAME = "mlcicd_dagster.MLPipeline"
 # Values are taken as written: no Jinja templating of each string (that alone would cost
@@ -533,7 +534,7 @@ def load_component(folder: Path) -> MLPipeline:
 
     source = Path(folder) / "defs.yaml"
     try:
-        raw = yaml.safe_load(source.read_text()) or {}
+        raw = yamlio.safe_load(source.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=str(source)) from exc
     if raw.get("type") != TYPE_NAME:

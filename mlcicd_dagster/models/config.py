@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from mlcicd_dagster.platform import yamlio
+
 
 class GateConfigError(ValueError):
     """The gate configuration is malformed (message names the key)."""
@@ -142,7 +144,7 @@ class GateConfig:
     def from_yaml(cls, path: str | Path) -> GateConfig:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yamlio.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise GateConfigError(f"cannot read gate config {path}: {exc}") from exc
         return cls.from_dict(raw, base_dir=path.parent)

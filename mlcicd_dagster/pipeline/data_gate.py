@@ -45,7 +45,7 @@ def _row_hashes(df: Any, spec: PipelineSpec) -> Any:
 
 def drift_rules(spec: PipelineSpec) -> Any:
     """The pipeline's drift rules (its suite's ``meta.mlcicd.drift``), checked."""
-    from mlcicd_dagster.data.drift import DriftRules
+    from mlcicd_dagster.data.drift_rules import DriftRules
 
     columns = [*spec.features, spec.label]
     try:
