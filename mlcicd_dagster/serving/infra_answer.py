@@ -45,9 +45,9 @@ def answer(job: Job) -> None:
     import orjson
     import pandas as pd
 
+    from mlcicd_dagster.models.predictor import score_fn
     from mlcicd_dagster.rollout.state import ModelRef
     from mlcicd_dagster.serving.config import ServerConfig
-    from mlcicd_dagster.models.predictor import score_fn
     from mlcicd_dagster.serving.deployment import default_loader
     from mlcicd_dagster.serving.payload import parse_body
 
