@@ -39,6 +39,8 @@ GOAL_S = 10.0
 def _wall(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the child: user + system)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # bytecode as an installed package has it (pip compiles it at install)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
