@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -67,6 +68,21 @@ location = load_location(Path(__file__).parent / "assets")
 defs = location.defs
 pipelines = location.pipelines
 '''
+
+# Beside a new definitions.py (when the folder has no pyproject.toml): `dg dev`, `dg check
+# defs`, `dg list defs` and `dg launch` need a Dagster project's [tool.dg] table.
+PYPROJECT_TOML = """# Written by `mlcicd init`: this folder is a Dagster project for `dg`
+# (dg dev, dg check defs, dg list defs, dg launch --assets); the code location is
+# definitions.py.
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "assets"
+defs_module = "assets"
+code_location_target_module = "definitions"
+code_location_name = "{name}"
+"""
 
 
 @dataclass
@@ -285,14 +301,22 @@ def _write_csv_gz(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
 
 
-def _ensure_definitions(root: Path) -> bool:
-    path = root / "definitions.py"
+def _write_new(path: Path, text: str) -> bool:
+    """Write ``path`` atomically unless it exists (a user's file is never replaced)."""
     if path.exists():
         return False
-    tmp = path.with_name(f".definitions.py.{os.getpid()}.tmp")
-    tmp.write_text(DEFINITIONS_PY)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return True
+
+
+def _ensure_definitions(root: Path) -> bool:
+    wrote = _write_new(root / "definitions.py", DEFINITIONS_PY)
+    if wrote:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", root.name) or "mlcicd"
+        _write_new(root / "pyproject.toml", PYPROJECT_TOML.format(name=name))
+    return wrote
 
 
 def init_pipeline(
