@@ -78,7 +78,7 @@ def simulate(tmp: Path, reps: int) -> dict[str, float]:
     from mlcicd_dagster.models.trainers import make_trainer
 
     folder = tmp / "assets" / "churn"
-    cfg = GateConfig.from_dict(yaml.safe_load((folder / "gates.yaml").read_text()))
+    cfg = GateConfig.from_yaml(folder / "gates.yaml")  # the label: from defs.yaml beside it
     golden = pd.read_csv(folder / "data" / "golden.csv.gz")
     defs = yaml.safe_load((folder / "defs.yaml").read_text())["attributes"]
     features = [*defs["features"]["numeric"], *defs["features"]["categorical"]]

@@ -100,8 +100,14 @@ def _console_script(bin_dir: Path, python: Path, name: str, value: str) -> None:
     script.chmod(0o755)
 
 
+def _clean_env() -> dict[str, str]:
+    """No PYTHONPATH (a checkout on it would count as installed), no active venv."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
 def make_fresh_venv(venv: Path, wheel: Path) -> list[str]:
     """Create ``venv`` with ``wheel`` and its dependency closure; returns their names."""
+    env = _clean_env()
     # without pip of its own (ensurepip takes ~20 s): this pip installs into it (--python)
     subprocess.run(
         [sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True
@@ -113,6 +119,7 @@ def make_fresh_venv(venv: Path, wheel: Path) -> list[str]:
             check=True,
             capture_output=True,
             text=True,
+            env=env,
         ).stdout.strip()
     )
     deps = dependency_closure(wheel_requirements(wheel))
@@ -130,7 +137,9 @@ def make_fresh_venv(venv: Path, wheel: Path) -> list[str]:
             if ep.group == "console_scripts":
                 _console_script(venv / "bin", python, ep.name, ep.value)
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    subprocess.run([*pip, "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    subprocess.run(
+        [*pip, "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, env=env
+    )
     return sorted(deps)
 
 
@@ -141,4 +150,5 @@ def pip_check(venv: Path) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "pip", "--python", str(python), "check"],
         capture_output=True,
         text=True,
+        env=_clean_env(),
     )

@@ -191,12 +191,9 @@ def _check_size(df: pd.DataFrame, profile: DataProfile) -> None:
             )
 
 
-def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -> GateSizing | None:
-    """The gates' sizing for the task (None when the task's gates are not sized here)."""
-    from mlcicd_dagster.init.sizing import reference_scores, size_binary
-
-    if profile.task != "binary":
-        return None
+def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -> GateSizing:
+    """The gates' sizing for the task: two reference retrains, then a power calculation."""
+    from mlcicd_dagster.init.sizing import reference_scores, size_binary, size_task
     from mlcicd_dagster.models.tasks import make_task
 
     classes = list(profile.classes)
@@ -207,6 +204,7 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
             features=list(profile.features),
             label=profile.label,
             classes=classes,
+            task=profile.task,
             trainer=TRAINER,
             trainer_params=TRAINER_PARAMS,
             seed=SEED,
@@ -215,9 +213,20 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
         raise InitError(
             f"the default {TRAINER} trainer cannot learn from this file: {exc}"
         ) from None
-    y = make_task("binary", classes).encode(golden[profile.label])
+    task = make_task(profile.task, classes if profile.task != "regression" else None)
+    y = task.encode(golden[profile.label])
     holdout = int(math.floor(HOLDOUT_FRACTION * len(pool)))
-    return size_binary(y, a, b, holdout_rows=holdout, reference_train_rows=train_rows)
+    if profile.task == "binary":
+        return size_binary(y, a, b, holdout_rows=holdout, reference_train_rows=train_rows)
+    return size_task(
+        profile.task,
+        y,
+        a,
+        b,
+        classes=classes,
+        holdout_rows=holdout,
+        reference_train_rows=train_rows,
+    )
 
 
 def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
@@ -264,19 +273,12 @@ def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
     return head + body
 
 
-def gates_yaml(profile: DataProfile, sizing: GateSizing | None) -> str:
-    raw: dict[str, Any] = {"label": profile.label}
-    lines = ["# Model gates, written by `mlcicd init`."]
-    if sizing is not None:
-        raw.update(sizing.gate_values())
-        lines.append("# Sized by a power calculation (mlcicd_dagster.init.sizing):")
-        lines += [f"#   {s}" for s in sizing.lines()]
-    else:
-        lines += [
-            f"# Task {profile.task}: the comparison with the champion judges the task's own",
-            "# per-row loss and error (models.task_gates) with the library's margins; init",
-            "# sizes binary gates only, so these are not sized to this data yet.",
-        ]
+def gates_yaml(profile: DataProfile, sizing: GateSizing) -> str:
+    raw: dict[str, Any] = {}
+    lines = ["# Model gates, written by `mlcicd init` (the label is the pipeline's: defs.yaml)."]
+    raw.update(sizing.gate_values())
+    lines.append("# Sized by a power calculation (mlcicd_dagster.init.sizing):")
+    lines += [f"#   {s}" for s in sizing.lines()]
     lines += [
         "# Slices (judged per group, Holm-corrected) and a fairness column are yours to add:",
         "#   slices: [{column: <categorical>}, {column: <numeric>, edges: [lo, a, b, hi]}]",
@@ -395,8 +397,8 @@ def _verify(folder: Path, profile: DataProfile) -> float:
 
     spec = load_spec(folder)
     suite = load_suite(spec.suite_path)
-    if suite.label != profile.label or spec.label != profile.label:
-        raise InitError(f"internal: the written label is {suite.label!r}, not {profile.label!r}")
+    if suite.label is not None or spec.label != profile.label:
+        raise InitError(f"internal: the written label is {spec.label!r}, not {profile.label!r}")
     cfg = checked_gate_config(spec)  # refuses a design that fails equal models too often
     sizes = DesignSizes(cfg.design.holdout_rows, count_rows(spec.golden_path), spec.task)
     report = design_report(cfg, sizes)

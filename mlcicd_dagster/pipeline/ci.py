@@ -60,7 +60,7 @@ def run_ci(p: PipelineDefs, *, report_path: Path, sample_rows: int) -> int:
             model_name=spec.model_name,
             holdout=holdout,
             golden=pd.read_csv(spec.golden_path),
-            config=_gate_config(spec.gates_path, spec.behavioral_path),
+            config=_gate_config(spec.gates_path, spec.behavioral_path, spec.label),
             candidate_tracking_uri=home.tracking_uri,
         )
     text = report.to_markdown()

@@ -69,8 +69,10 @@ def test_writes_a_reviewable_pipeline(tmp_path, csv, monkeypatch, capsys):
     assert attrs["classes"] == [0, 1]
     assert "income" in attrs["features"]["numeric"]
     suite = load_suite(folder / "expectations.yaml")
-    assert suite.label == "churned" and suite.id_column == "customer_id"
-    gates = load_gate_config(folder / "gates.yaml")
+    # the label is declared once: defs.yaml; the suite and the gates file do not repeat it
+    assert suite.label is None and suite.id_column is None
+    assert "label" not in yaml.safe_load((folder / "gates.yaml").read_text())
+    gates = load_gate_config(folder / "gates.yaml")  # reads it from defs.yaml beside it
     assert gates.label == "churned" and 0 < gates.auc_margin <= 0.1
     assert "rejected with probability >= 0.95" in (folder / "gates.yaml").read_text()
     # the design the gates check at load is the one measured here, and it holds

@@ -35,7 +35,7 @@ def sized():
     assert sizing is not None
     import yaml
 
-    cfg = GateConfig.from_dict(yaml.safe_load(gates_yaml(profile, sizing)))
+    cfg = GateConfig.from_dict({**yaml.safe_load(gates_yaml(profile, sizing)), "label": "churned"})
     return golden, rest, sizing, cfg
 
 
