@@ -248,13 +248,8 @@ def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
             "sample": "data/sample.csv.gz",
             "suite": "expectations.yaml",
             "gates": "gates.yaml",
-            # a multiclass canary is not analysed yet (the prediction log keeps one number
-            # per row): those models go blue-green
-            "rollout": (
-                {"strategy": "blue_green"}
-                if profile.task == "multiclass"
-                else {"strategy": "canary", "canary_steps": [0.05, 0.25, 0.5, 1.0]}
-            ),
+            # every task's canary judges its per-request loss (models.tasks)
+            "rollout": {"strategy": "canary", "canary_steps": [0.05, 0.25, 0.5, 1.0]},
             "monitoring": {"window_minutes": 60},
         }
     )

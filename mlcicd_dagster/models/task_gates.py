@@ -40,7 +40,9 @@ class TaskMargins:
     error_margin: float = 0.02
     """multiclass: largest error-rate increase accepted (accuracy points)."""
     relative_margin: float = 0.10
-    """regression: largest MSE and MAE increase accepted, as a share of the champion's."""
+    """regression: largest MSE increase accepted, as a share of the champion's."""
+    relative_error_margin: float | None = None
+    """regression: largest MAE increase accepted, as a share (default ``relative_margin``)."""
     min_slice_size: int = 30
     slice_alpha: float = 0.05
 
@@ -67,9 +69,12 @@ def _margins(
     task: Task, m: TaskMargins, y: np.ndarray, champion: np.ndarray
 ) -> tuple[float, float]:
     if task.name == "regression":
+        rel_error = (
+            m.relative_margin if m.relative_error_margin is None else m.relative_error_margin
+        )
         return (
             m.relative_margin * float(np.mean(task.row_loss(y, champion))),
-            m.relative_margin * float(np.mean(task.row_error(y, champion))),
+            rel_error * float(np.mean(task.row_error(y, champion))),
         )
     return m.loss_margin, m.error_margin
 
@@ -280,6 +285,7 @@ def run_task_gates(
         loss_margin=getattr(config, "loss_margin", TaskMargins.loss_margin),
         error_margin=getattr(config, "error_margin", TaskMargins.error_margin),
         relative_margin=getattr(config, "relative_margin", TaskMargins.relative_margin),
+        relative_error_margin=getattr(config, "relative_error_margin", None),
         min_slice_size=min(config.min_slice_size, TaskMargins.min_slice_size),
         slice_alpha=config.slice_alpha,
     )
