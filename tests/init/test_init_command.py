@@ -220,7 +220,13 @@ def test_other_tasks_get_their_label_domain(tmp_path, monkeypatch, capsys, label
             and between["max_value"] >= frame[label].max()
         )
     gates = (folder / "gates.yaml").read_text()
-    assert f"Task {task}: the comparison with the champion judges the task's own" in gates
+    # sized for the task by a power calculation (init.sizing.size_task), and said so
+    assert "Sized by a power calculation" in gates and "rejected with probability >= 0.95" in gates
+    keys = {"multiclass": ("loss_margin", "error_margin"),
+            "regression": ("relative_margin", "relative_error_margin")}[task]  # fmt: skip
+    cfg = load_gate_config(folder / "gates.yaml")
+    assert all(getattr(cfg, k) > 0 for k in keys)
+    assert set(cfg.design.sd_per_row) >= {"loss", "error"}
     assert "every gate together" in out  # the gates' own design check accepted it
 
 
