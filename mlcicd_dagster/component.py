@@ -291,11 +291,16 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         if isinstance(classes, str):
             raise fail("classes", classes)
         if columns is not None and self.label in columns:
-            labels = _column_values(golden, self.label)
-            if labels is not None:
-                reason = _label_problem(self.task, classes, labels)
-                if reason:
-                    raise fail("label", f"golden set ({self.golden}): {reason}")
+            from mlcicd_dagster.platform.load_cache import remembered
+
+            def label_problem() -> str:
+                labels = _column_values(golden, self.label)
+                return "" if labels is None else _label_problem(self.task, classes, labels) or ""
+
+            args = {"task": self.task, "classes": classes, "label": self.label}
+            reason = remembered("golden_labels", [golden], args, label_problem)
+            if reason:
+                raise fail("label", f"golden set ({self.golden}): {reason}")
         factory = self.training.factory
         if factory is not None and factory.startswith("."):
             factory = _package_of(folder) + factory  # ".model:make": beside defs.yaml

@@ -173,3 +173,11 @@ def test_both_pipelines_run_the_loop_with_no_hand_edits(project):
         assert tags.get("gates.decision") == "PASS", (n, tags)
     after = {p: p.read_bytes() for f in folders.values() for p in f.rglob("*") if p.is_file()}
     assert before == after  # nothing init wrote was edited
+
+    # the CLI for several pipelines: status reports each, or the one named; serve needs one
+    both = _mlcicd(root, env, "status", "--json")
+    assert both.returncode == 0 and '"shapes"' in both.stdout and '"yields"' in both.stdout
+    one = _mlcicd(root, env, "status", "--json", "--pipeline", "yields")
+    assert one.returncode == 0 and '"yields"' in one.stdout and '"shapes"' not in one.stdout
+    serve = _mlcicd(root, env, "serve", "--port", "0")
+    assert serve.returncode != 0 and "--pipeline" in serve.stderr, serve.stderr
