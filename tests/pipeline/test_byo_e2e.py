@@ -263,7 +263,6 @@ def _monitor(location, spec, home, n_labeled: int):
 
     from mlcicd_dagster.pipeline import records
     from mlcicd_dagster.pipeline.monitoring_policy import materialize_window
-
     from mlcicd_dagster.platform.resources import MlcicdResource
 
     mlcicd = MlcicdResource(home_dir=str(home.root))
