@@ -58,6 +58,7 @@ class Job:
     rows_path: str  # Parquet file of feature rows (the request bodies are built from it)
     out: str  # prefix of the answer files: <out>.batch.npy, .single.npy, .json, .log
     single_rows: int = SINGLE_ROW_REQUESTS
+    trusted_types: tuple[str, ...] = ()  # the skops types the model's pipeline declared
 
 
 class WorkerGone(RuntimeError):
@@ -199,11 +200,14 @@ def answer(job: Job) -> None:
     import orjson
     import pandas as pd
 
+    from mlcicd_dagster.models.trust import declare_trusted_types, model_name_of
     from mlcicd_dagster.rollout.state import ModelRef
     from mlcicd_dagster.serving.config import ServerConfig
     from mlcicd_dagster.serving.deployment import default_loader, score_fn
     from mlcicd_dagster.serving.payload import parse_body
 
+    # As a server started from the pipeline's code location knows them (`mlcicd serve`)
+    declare_trusted_types(model_name_of(job.model_uri) or "", job.trusted_types)
     predictor = default_loader(ModelRef(version="", model_uri=job.model_uri), job.tracking_uri)
     score = score_fn(predictor)
     names = list(predictor.feature_names)

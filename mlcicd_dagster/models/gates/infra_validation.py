@@ -24,6 +24,7 @@ from mlcicd_dagster.models.gates.base import (
     GateResult,
     register_gate,
 )
+from mlcicd_dagster.models.trust import declared_trusted_types, model_name_of
 from mlcicd_dagster.platform.lazy import lazy
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class _InfraRun:
                 tracking_uri=_tracking_uri(inp),
                 rows_path=str(data),
                 out=self.out,
+                trusted_types=declared_trusted_types(model_name_of(str(inp.candidate_uri))),
             )
         )
 
