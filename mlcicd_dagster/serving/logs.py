@@ -8,7 +8,8 @@ loses at most the rows of the last interval, and the log stays readable with Duc
 
 Schemas (docs/architecture.md):
   predictions: request_id, ts (timestamp[us, UTC]), model_version, track, routing_key,
-               latency_ms, prediction, then one float64 column per model feature
+               latency_ms, prediction, then one column per model feature (float64;
+               text for a text feature)
   feedback:    request_id, label (float64), ts (timestamp[us, UTC])
 
 A batch whose rows come from models with different feature lists is written as one part
@@ -210,9 +211,19 @@ def build_prediction_tables(entries: list[PredictionEntry]) -> list[Any]:
         for j, name in enumerate(names):
             if name in columns:  # a feature named like a log column cannot shadow it
                 name = f"feature_{name}"
-            columns[name] = pa.array(np.ascontiguousarray(features[:, j]))
+            columns[name] = pa.array(_log_column(features[:, j]))
         tables.append(pa.table(columns))
     return tables
+
+
+def _log_column(values: np.ndarray) -> Any:
+    """A feature column for the log: float64, or text (missing as null) for a text feature
+    of a model that takes text (an object matrix)."""
+    if values.dtype != object:
+        return np.ascontiguousarray(values)
+    if all(type(v) is float or type(v) is int or isinstance(v, np.number) for v in values):
+        return values.astype(np.float64)
+    return [None if v is None or (type(v) is float and v != v) else str(v) for v in values]
 
 
 def build_feedback_tables(entries: list[FeedbackEntry]) -> list[Any]:
