@@ -132,6 +132,7 @@ class Served:
     double: str
     text: str | None
     atol: float  # torch scores in float32: a batch of 1 and of 2 differ in the last bits
+    name: str = MODEL  # the registered model's name
 
 
 def cases(model: Served) -> list[tuple[str, str | None, bytes]]:
@@ -445,7 +446,7 @@ def served(
         try:
             srv.wait_ready()
             atol = 1e-6 if kind == "multiclass_torch" else 1e-15
-            yield Served(kind, mlflow_url, str(srv.url), frame, *columns, atol)
+            yield Served(kind, mlflow_url, str(srv.url), frame, *columns, atol, name)
         finally:
             srv.stop()
             mlflow.set_tracking_uri(previous_uri)
@@ -485,6 +486,43 @@ def test_every_request_case_answers_as_mlflow_models_serve(served: Served) -> No
                 if want != got:
                     different.append((name, want, got))
     assert not different, f"{served.kind}:\n" + "\n".join(map(str, different))
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_v2_answers_as_invocations_for_every_task(served: Served, binary: bool) -> None:
+    """tritonclient, one tensor per feature (``BYTES`` for a text feature, JSON or binary
+    tensor data): the same answer as ``/invocations`` (and so as ``mlflow models serve``)."""
+    import tritonclient.http as triton
+
+    frame = served.frame
+    host_port = served.ours.removeprefix("http://")
+    client = triton.InferenceServerClient(url=host_port)
+    name = served.name
+    meta = client.get_model_metadata(name)
+    types = {i["name"]: i["datatype"] for i in meta["inputs"]}
+    inputs = []
+    for col in frame.columns:
+        values = frame[col].to_numpy()
+        if values.dtype == object:
+            assert types[col] == "BYTES", col
+            values = values.astype(np.object_)
+            dtype = "BYTES"
+        else:
+            dtype = "INT64" if values.dtype.kind == "i" else "FP64"
+        tensor = triton.InferInput(col, [len(values)], dtype)
+        tensor.set_data_from_numpy(values, binary_data=binary)
+        inputs.append(tensor)
+    result = client.infer(name, inputs)
+    got = result.as_numpy("predictions")
+    split = json.loads(frame.to_json(orient="split", index=False))
+    want = httpx.post(f"{served.ours}/invocations", json={"dataframe_split": split}).json()
+    np.testing.assert_allclose(got, want["predictions"], rtol=1e-12, atol=served.atol)
+    if served.text is not None:  # a number where the text feature goes: refused, named
+        bad = [t for t in inputs if t.name() != served.text]
+        wrong = triton.InferInput(served.text, [len(frame)], "FP64")
+        wrong.set_data_from_numpy(np.zeros(len(frame)), binary_data=binary)
+        with pytest.raises(Exception, match=f"{served.text}.*BYTES"):
+            client.infer(name, [*bad, wrong])
 
 
 def test_a_classifier_answers_class_probabilities(ours: str, registry: Any) -> None:
