@@ -380,7 +380,7 @@ class ModelServer:
             obj, tail = v2.split_binary(
                 body, request.headers.get("inference-header-content-length")
             )
-            matrix, req_id = v2.infer_matrix(obj, tail, model.feature_names)
+            matrix, req_id = v2.infer_matrix(obj, tail, model.feature_names, model.text)
             limit = self.config.max_rows_per_request
             if len(matrix) > limit:
                 raise PayloadError(f"{len(matrix)} rows in one request; the limit is {limit}", 413)
@@ -441,9 +441,10 @@ class ModelServer:
         integer = fast.integer if fast is not None else (False,) * len(model.feature_names)
         return json_response(
             v2.model_metadata(
-                self.model_name, versions, model.feature_names, integer, model.output_shape
+                self.model_name, versions, model.feature_names, integer, model.output_shape,
+                model.text,
             )
-        )
+        )  # fmt: skip
 
     async def v2_model_ready(self, request: Request) -> Response:
         model = self._v2_model(request)
@@ -466,7 +467,7 @@ class ModelServer:
             except orjson.JSONDecodeError:
                 obj = None
             if obj is not None:
-                matrix = fast_matrix(obj, model.fast.names, model.fast.integer)
+                matrix = fast_matrix(obj, model.fast)
                 if matrix is not None:
                     if len(matrix) > limit:
                         raise PayloadError(
@@ -481,8 +482,16 @@ class ModelServer:
                     f"unsupported content type {ctype!r}; send application/json", status=415
                 )
             out = parse_body(_decode(body), limit).matrix(model.feature_names)
-        if isinstance(out, np.ndarray) and len(out) > limit:
-            raise PayloadError(f"{len(out)} rows in one request; the limit is {limit}", 413)
+        if isinstance(out, np.ndarray):
+            if len(out) > limit:
+                raise PayloadError(f"{len(out)} rows in one request; the limit is {limit}", 413)
+            if model.finite_only and out.dtype != object and not np.isfinite(out).all():
+                bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
+                cols = [model.feature_names[int(j)] for j in bad if j < len(model.feature_names)]
+                raise PayloadError(
+                    f"missing or infinite value(s) in feature column(s): {', '.join(cols)} "
+                    "(this model cannot score them)"
+                )
         return out
 
     def _mirror(
