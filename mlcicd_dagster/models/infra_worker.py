@@ -61,6 +61,7 @@ class Job:
     rows_path: str  # Parquet file of feature rows (the request bodies are built from it)
     out: str  # prefix of the answer files: <out>.batch.npy, .single.npy, .json, .log
     single_rows: int = SINGLE_ROW_REQUESTS
+    trusted_types: tuple[str, ...] = ()  # the skops types the model's pipeline declared
 
 
 class WorkerGone(RuntimeError):
