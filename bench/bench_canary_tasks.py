@@ -171,9 +171,9 @@ Command: `.venv/bin/python -m bench.bench_canary_tasks` ({elapsed:.0f} s)
 (`rollout.analysis.decide_arrays`, alpha = 5% each way) on each task's per-request loss
 (`models.tasks.Task.request_loss`, what `rollout.evidence` computes from the prediction
 log and the feedback labels; multiclass from the logged class probabilities). Equal
-canary: the stable model's loss distribution; worse canary: a noisier model whose true mean loss is exactly `margin` higher (the edge of
-the indifference zone). Looks every `batch` requests per arm, horizon 4x the fixed-horizon
-n, undecided = rollback. Median n is per arm, as a fraction of the fixed-horizon test's n.
+canary: the stable model's loss distribution; worse canary: a noisier model whose true
+mean loss is exactly `margin` higher (the edge of the indifference zone). Looks every
+`batch` requests per arm, horizon 4x the fixed-horizon n, undecided = rollback. Median n is per arm, as a fraction of the fixed-horizon test's n.
 
 {HEAD}
 {chr(10).join(rows)}
