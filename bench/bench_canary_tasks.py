@@ -173,7 +173,8 @@ Command: `.venv/bin/python -m bench.bench_canary_tasks` ({elapsed:.0f} s)
 log and the feedback labels; multiclass from the logged class probabilities). Equal
 canary: the stable model's loss distribution; worse canary: a noisier model whose true
 mean loss is exactly `margin` higher (the edge of the indifference zone). Looks every
-`batch` requests per arm, horizon 4x the fixed-horizon n, undecided = rollback. Median n is per arm, as a fraction of the fixed-horizon test's n.
+`batch` requests per arm, horizon 4x the fixed-horizon n, undecided = rollback. Median n
+is per arm, as a fraction of the fixed-horizon test's n.
 
 {HEAD}
 {chr(10).join(rows)}
