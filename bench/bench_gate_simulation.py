@@ -57,9 +57,7 @@ def pipelines(names: list[str] | None = None) -> list:
     specs = [
         load_spec(d) for d in sorted((ROOT / "assets").iterdir()) if (d / "defs.yaml").exists()
     ]
-    return [
-        s for s in specs if s.sample_path is not None and (not names or s.dataset in names)
-    ]
+    return [s for s in specs if s.sample_path is not None and (not names or s.dataset in names)]
 
 
 def design_key(metric: str, task: str) -> str:
@@ -146,8 +144,7 @@ def run_pipeline(spec, reps: int, jobs: int, only_size: int | None) -> list[str]
         for test, rate in report.behavioral_pass.items():
             if test not in report.behavioral_diffs:
                 spread_lines.append(
-                    f"| {label} | {test} (minimum functionality) | | | | | | | | "
-                    f"{rate.text()} |"
+                    f"| {label} | {test} (minimum functionality) | | | | | | | | {rate.text()} |"
                 )
         for metric, sds in sorted(report.row_sd.items()):
             s = sorted(sds)

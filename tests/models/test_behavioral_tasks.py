@@ -33,7 +33,6 @@ from mlcicd_dagster.models.gates import DesignSizes, design_report
 from mlcicd_dagster.models.task_gates import run_task_gates
 from mlcicd_dagster.pipeline.model_gate import _gate_config, checked_gate_config
 
-
 CORNERS = ("pixel_0_0", "pixel_0_7", "pixel_7_0", "pixel_7_7")
 SPECKS = {
     "invariance": [
