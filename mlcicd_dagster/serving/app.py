@@ -56,6 +56,7 @@ from mlcicd_dagster.serving.logs import (
     FeedbackEntry,
     PredictionEntry,
     feedback_log,
+    multiclass_outputs,
     prediction_log,
 )
 from mlcicd_dagster.serving.metrics import ServerMetrics
@@ -311,7 +312,7 @@ class ModelServer:
                 self.predlog.append(
                     PredictionEntry(
                         ids, time.time(), model.version, track, key, latency * 1000.0, scores,
-                        matrix, model.feature_names,
+                        matrix, model.feature_names, multiclass_outputs(outputs),
                     )
                 )  # fmt: skip
             self.recent.add(ids)
@@ -527,7 +528,7 @@ class ModelServer:
             self.predlog.append(
                 PredictionEntry(
                     ids, time.time(), shadow.version, "shadow", key, latency * 1000.0, scores,
-                    matrix, shadow.feature_names,
+                    matrix, shadow.feature_names, multiclass_outputs(preds),
                 )
             )  # fmt: skip
 
@@ -645,7 +646,7 @@ def _decode(body: bytes) -> Any:
         raise PayloadError(f"malformed JSON: {exc}") from None
 
 
-def _parse_feedback(obj: Any) -> list[tuple[str, float]]:
+def _parse_feedback(obj: Any) -> list[tuple[str, float | str]]:
     items = obj if isinstance(obj, list) else [obj]
     if not items:
         raise PayloadError("empty feedback list")
@@ -663,13 +664,28 @@ def _parse_feedback(obj: Any) -> list[tuple[str, float]]:
             raise PayloadError(f"{where}: request_id must be a non-empty string")
         if "label" not in item:
             raise PayloadError(f"{where}: label is missing")
-        label = item["label"]
-        if isinstance(label, bool):
-            label = float(label)
-        if not isinstance(label, (int, float)) or not math.isfinite(label):
-            raise PayloadError(f"{where}: label must be a finite number, got {label!r}")
-        out.append((rid, float(label)))
+        out.append((rid, _feedback_label(item["label"], where)))
     return out
+
+
+MAX_LABEL_CHARS = 200
+
+
+def _feedback_label(label: Any, where: str) -> float | str:
+    """A finite number, or a non-empty text class label (``"setosa"``), kept as sent."""
+    if isinstance(label, bool):
+        return float(label)
+    if isinstance(label, str):
+        text = label.strip()
+        if not text or len(text) > MAX_LABEL_CHARS:
+            raise PayloadError(
+                f"{where}: a text label must be 1 to {MAX_LABEL_CHARS} characters, "
+                f"got {label[:40]!r}"
+            )
+        return text
+    if not isinstance(label, (int, float)) or not math.isfinite(label):
+        raise PayloadError(f"{where}: label must be a finite number or a text class, got {label!r}")
+    return float(label)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
