@@ -29,7 +29,8 @@ def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
     """P(an equally sensitive honest retrain fails a paired test), rows and retrains.
 
     Per invariance/directional test: ``D ~ N(0, se^2 + retrain_sd^2)``, ``se`` from the
-    design's per-row SD (``design.sd_per_row.behavioral``) over the test's rows, and
+    test's per-row SD (its ``row_sd``, else ``design.sd_per_row.behavioral``; the bench
+    measures it) over the test's rows, and
     ``retrain_sd`` the test's measured spread between honest retrains; a test fails when
     ``D - z se > margin``. Union bound over the tests. Minimum-functionality specs are
     deterministic for a given model; their honest pass rate is shown by simulation."""
@@ -53,7 +54,7 @@ def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
         for t in spec.get(kind) or []:
             name = t.get("name", kind)
             rows = n * len(t.get("for_each") or [None])
-            se = sd / math.sqrt(rows)
+            se = float(t.get("row_sd", sd)) / math.sqrt(rows)
             try:
                 margin = test_margin(kind, t, sizes.task)
             except BehavioralSpecError as exc:
