@@ -10,7 +10,8 @@ Schemas (docs/architecture.md):
   predictions: request_id, ts (timestamp[us, UTC]), model_version, track, routing_key,
                latency_ms, prediction, probabilities (list<float64>: every class's
                probability for a model with more than two output columns, a multiclass
-               classifier; null otherwise), then one float64 column per model feature
+               classifier; null otherwise), then one column per model feature (float64; text
+               for a text feature)
   feedback:    request_id, label (float64; null for a text label), label_text (string:
                a text label as sent, e.g. "setosa"; null for a number), ts
                (timestamp[us, UTC])
@@ -221,9 +222,19 @@ def build_prediction_tables(entries: list[PredictionEntry]) -> list[Any]:
         for j, name in enumerate(names):
             if name in columns:  # a feature named like a log column cannot shadow it
                 name = f"feature_{name}"
-            columns[name] = pa.array(np.ascontiguousarray(features[:, j]))
+            columns[name] = pa.array(_log_column(features[:, j]))
         tables.append(pa.table(columns))
     return tables
+
+
+def _log_column(values: np.ndarray) -> Any:
+    """A feature column for the log: float64, or text (missing as null) for a text feature
+    of a model that takes text (an object matrix)."""
+    if values.dtype != object:
+        return np.ascontiguousarray(values)
+    if all(type(v) is float or type(v) is int or isinstance(v, np.number) for v in values):
+        return values.astype(np.float64)
+    return [None if v is None or (type(v) is float and v != v) else str(v) for v in values]
 
 
 def multiclass_outputs(outputs: Any) -> np.ndarray | None:
