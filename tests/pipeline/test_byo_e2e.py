@@ -313,6 +313,21 @@ def test_user_estimator_text_categoricals_missing_values_and_text_labels(locatio
     assert {r["feature"] for r in drift["features"]} == {"prediction", "predicted_class"}, drift
     assert drift["drifted"] == [], drift
 
+    # the labelled traffic as a landed batch for retraining (what a trigger exports)
+    from mlcicd_dagster.monitoring.feedback_batch import export_feedback_batch
+
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    batch = export_feedback_batch(
+        home, spec.model_name, spec.dataset, now - dt.timedelta(hours=1), now,
+        features=list(spec.features), label=spec.label, id_column=spec.id_column,
+        dtypes=pd.read_csv(spec.golden_path, nrows=200).dtypes.to_dict(), task=spec.task_type,
+    )  # fmt: skip
+    assert batch.created and batch.n_rows > 0, batch
+    landed = pd.read_parquet(batch.path)
+    assert batch.path.parent == home.landing("zoo")
+    assert list(landed.columns) == ["animal_id", *spec.features, "animal"]
+    assert set(landed["animal"]) <= set(CLASSES) and landed["habitat"].isna().any()
+
 
 def test_user_torch_module_regression(location):
     spec, home, server, url, rest = _land_and_serve(location, "gauge", 400)
