@@ -183,3 +183,15 @@ def test_paired_lower_false_rejection_matches_simulation():
     assert rows_only < 1e-6 < stated  # row sampling alone promises far too much
     need = stats.margin_for_paired_lower(se, alpha, between, 0.005)
     assert stats.paired_lower_false_rejection(se, need, alpha, between) == pytest.approx(0.005)
+
+
+def test_a_task_pipeline_with_margins_too_small_for_its_data_is_refused(tmp_path):
+    # diabetes' previous config: squared and absolute error within 10% of the champion's
+    # on a ~60-row holdout failed honest retrains most of the time
+    spec = load_spec(ROOT / "assets" / "diabetes")
+    raw = yaml.safe_load(spec.gates_path.read_text())
+    raw.update(relative_margin=0.10, relative_error_margin=None)
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(GateConfigError, match=r"regression loss on holdout.*use a margin >= "):
+        checked_gate_config(dataclasses.replace(spec, gates_path=path))
