@@ -9,9 +9,12 @@ tag from ``mark_interrupted``. ``redo_requests`` then asks for each such run aga
 (same job, partition, config and assets; run key ``redo:<run id>``, so the redo
 happens once whoever evaluates the sensor: the daemon or any cycle).
 
-Runs the daemon launches are watched by Dagster's own run monitoring (enabled in the
-embedded ``dagster.yaml``); when it fails one for a dead worker, the sensor redoes it
-too (``MONITOR_MESSAGES``).
+Runs the daemon launches name their worker process too (``MlcicdResource`` tags the run
+when it starts executing): the default run launcher gives Dagster's run monitoring no
+health check of a worker (it only fails runs that never start, within
+``start_timeout_seconds`` of the embedded ``dagster.yaml``), so this sensor is what finds a
+killed worker. A run failed here is tagged ``dagster/max_retries=0`` so that Dagster's
+run retries do not re-execute it beside the redo.
 """
 
 from __future__ import annotations
@@ -80,7 +83,9 @@ def reap(instance: dg.DagsterInstance, job_names: set[str] | None = None) -> lis
 
 def mark_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, reason: str) -> None:
     """Tag ``run`` as orphaned (its work is redone) and fail it if it still looks live."""
-    instance.add_run_tags(run.run_id, {ORPHAN_TAG: reason[:500]})
+    # max_retries 0: the redo is ours (``redo_requests``); the daemon's run retries would
+    # otherwise re-execute a run failed here a second time.
+    instance.add_run_tags(run.run_id, {ORPHAN_TAG: reason[:500], "dagster/max_retries": "0"})
     fresh = instance.get_run_by_id(run.run_id) or run
     if fresh.status in LIVE or fresh.status == dg.DagsterRunStatus.NOT_STARTED:
         instance.report_run_failed(fresh, message=f"orphaned run: {reason}")
