@@ -91,25 +91,6 @@ def test_kill_in_training_then_gates_then_staging_each_reaped_and_redone(loop):
     loop.assert_healthy()
 
 
-def test_kill_at_a_canary_step_heals_on_the_next_tick(loop):
-    if loop.state().phase != "canary":  # (run alone) a canary of the newest model
-        loop.deploy(str(max(int(v) for v in loop.versions())))
-    before = loop.state()
-    loop.faulty_agent("canary_step").die_at_kill_point(within_s=120)
-    after = loop.state()
-    assert after.phase == "canary" and after.revision == before.revision  # old step, whole
-    assert after.canary.weight == before.canary.weight
-    status = loop.status_json()["deployment"]["rollout"]
-    assert status and status["waiting_for"], status
-    ticks = loop.heal_by_ticks(lambda: loop.state().revision > before.revision)
-    assert loop.state().canary.weight > before.canary.weight
-    loop.table["kill -9 at a canary step"] = (
-        f"state whole at the old step; next tick advanced: {ticks} tick(s)"  # noqa: E501
-    )
-    assert ticks == 1
-    loop.assert_healthy()
-
-
 def test_kill_at_rollback_heals_on_the_next_tick(loop):
     """A hand-registered model trained on shuffled labels is canaried and rolled back."""
     stable = loop.state().stable.version
@@ -126,15 +107,30 @@ def test_kill_at_rollback_heals_on_the_next_tick(loop):
     loop.assert_healthy()
 
 
-def test_kill_at_promotion_heals_on_the_next_tick(loop):
+def test_kill_at_a_canary_step_then_at_promotion_each_heal_on_the_next_tick(loop):
     """A good model canaried against a weak stable (the shuffled-label model, switched in
-    blue-green by a careless operator) is promoted within seconds of traffic."""
+    blue-green by a careless operator) moves up and is promoted within seconds of traffic."""
     bad = loop.bad_version()
     good = loop.state().stable.version
     loop.deploy(bad, "blue_green")
     assert loop.state().stable.version == bad
     loop.deploy(good)
-    assert loop.state().canary.version == good
+    before = loop.state()
+    assert before.phase == "canary" and before.canary.version == good
+    loop.faulty_agent("canary_step").die_at_kill_point(within_s=120)
+    after = loop.state()
+    assert after.phase == "canary" and after.revision == before.revision  # old step, whole
+    assert after.canary.weight == before.canary.weight
+    status = loop.status_json()["deployment"]["rollout"]
+    assert status and "at step 30%" in status["waiting_for"], status  # the last tick's view
+    ticks = loop.heal_by_ticks(lambda: loop.state().revision > before.revision)
+    stepped = loop.state()
+    assert stepped.phase == "canary" and stepped.canary.weight > before.canary.weight
+    loop.table["kill -9 at a canary step"] = (
+        f"state whole at the old step; the next tick advanced: {ticks} tick(s)"
+    )
+    assert ticks == 1
+    loop.assert_healthy()
     loop.faulty_agent("promotion").die_at_kill_point(within_s=180)
     promoted = loop.state()
     assert promoted.phase == "promoted" and promoted.stable.version == good
