@@ -45,9 +45,9 @@ FAST_ROLLOUT = {
 
 
 def make_project(root: Path) -> Path:
-    """A copy of the shipped code location whose credit_default pipeline is cheap to run
-    and judged on generous serving budgets (the suite shares a busy CI machine: the
-    faults, not the latency gate, are under test here)."""
+    """A copy of the shipped code location whose credit_default pipeline is cheap to run:
+    30 trees, and no serving-budget or infra gate (the faults, not the gates, are under
+    test here)."""
     import shutil
 
     import yaml
@@ -61,7 +61,10 @@ def make_project(root: Path) -> Path:
     shutil.copy(ROOT / "definitions.py", project / "definitions.py")
     pipeline = project / "assets" / "credit_default"
     gates = yaml.safe_load((pipeline / "gates.yaml").read_text())
-    gates.update(serving_p99_ms=5000.0, serving_min_rows_per_s=10, serving_max_ratio=20.0)
+    # The model gates that judge quality; the serving-budget load test and the fresh-process
+    # infra validation are left out (they cost seconds of CPU per training, and the smoke
+    # test at staging still checks the served model answers as judged).
+    gates["gates"] = ["non_inferiority", "slices", "behavioral"]
     (pipeline / "gates.yaml").write_text(yaml.safe_dump(gates, sort_keys=False))
     defs = yaml.safe_load((pipeline / "defs.yaml").read_text())
     defs["attributes"]["training"]["params"]["max_iter"] = 30

@@ -122,7 +122,7 @@ def test_kill_at_a_canary_step_then_at_promotion_each_heal_on_the_next_tick(loop
     assert after.phase == "canary" and after.revision == before.revision  # old step, whole
     assert after.canary.weight == before.canary.weight
     status = loop.status_json()["deployment"]["rollout"]
-    assert status and "at step 30%" in status["waiting_for"], status  # the last tick's view
+    assert status["candidate"] == good and status["step"] == before.canary.weight, status
     ticks = loop.heal_by_ticks(lambda: loop.state().revision > before.revision)
     stepped = loop.state()
     assert stepped.phase == "canary" and stepped.canary.weight > before.canary.weight
@@ -142,30 +142,59 @@ def test_kill_at_a_canary_step_then_at_promotion_each_heal_on_the_next_tick(loop
     loop.assert_healthy()
 
 
-def test_corrupt_state_file_falls_back_and_the_next_tick_repairs_it(loop):
+def test_a_torn_state_file_and_a_spare_that_cannot_load_leave_the_stable_model_serving(loop):
+    """The state file torn mid-write and one missing file of the warm spare (``previous``):
+    ``status`` and a restarted server use the last good copy and serve the stable model
+    (degraded); the next tick rewrites the state file."""
+    import json
+
+    import httpx
+
+    from mlcicd_dagster.models.registry import client
     from mlcicd_dagster.rollout.state import state_is_corrupt
     from mlcicd_dagster.serving import start_subprocess
 
+    state = loop.state()
+    assert state.previous is not None, state.to_dict()
+    mv = client(loop.home.tracking_uri).get_model_version("credit_default", state.previous.version)
+    model_id = mv.source.rstrip("/").rsplit("/", 1)[-1]
+    folder = next(p for p in loop.home.mlflow_artifacts.rglob(model_id) if p.is_dir())
+    files = [f for f in folder.rglob("model*") if f.is_file()]
+    assert files, list(folder.rglob("*"))
     path = loop.home.deployment_state("credit_default")
-    stable = loop.state().stable.version
     path.write_text('{"model_name": "credit_default", "revision": ')  # torn
     status = loop.status_json()
-    assert status["deployment"]["stable"]["version"] == stable
+    assert status["deployment"]["stable"]["version"] == state.stable.version
     assert "last good copy" in status["backends"]["deployment_state"]
-    # A server restarted now still serves the stable model (a second one, on its own port).
+    for f in files:
+        f.rename(f.with_name(f.name + ".gone"))
     server_file = loop.home.server_file.read_bytes()
+    # A second server on its own port, started now, as after a restart.
     proc, url = start_subprocess(loop.home, "credit_default", port=0, env=loop.env)
     try:
-        assert loop.wait_ready(url).json()["versions"]["stable"] == stable
+        r = loop.wait_ready(url)
+        assert r.json()["versions"]["stable"] == state.stable.version
+        assert "previous" not in r.json()["versions"]
+        doc = httpx.get(f"{url}/deployment", timeout=5).json()
+        assert "previous" in doc["degraded"], doc
+        body = {"dataframe_split": json.loads(
+            loop.pool.drop(columns=["default.payment.next.month"]).head(3)
+            .to_json(orient="split", index=False))}  # fmt: skip
+        scored = httpx.post(f"{url}/invocations", json=body, timeout=10)
+        assert scored.status_code == 200 and scored.headers["X-Model-Version"] == (
+            state.stable.version
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         loop.home.server_file.write_bytes(server_file)  # the live server's address again
+        for f in files:
+            f.with_name(f.name + ".gone").rename(f)
     ticks = loop.heal_by_ticks(lambda: state_is_corrupt(path, "credit_default") is None)
-    loop.table["corrupt state file"] = (
-        f"last good copy; rewritten by the next tick: {ticks} tick(s)"  # noqa: E501
-    )
-    assert loop.state().stable.version == stable
+    loop.table["torn state file"] = f"last good copy; rewritten by the next tick: {ticks} tick(s)"
+    loop.table["missing model file of the spare"] = "restarted server serves stable, degraded"
+    assert ticks == 1
+    assert loop.state().stable.version == state.stable.version
     loop.assert_healthy()
 
 
@@ -184,46 +213,3 @@ def test_status_names_an_unreachable_mlflow_within_seconds(loop):
     assert "mlflow" in status["backends"] and status["backends"]["mlflow"] != "ok"
     assert took < 30, took
     loop.table["unreachable MLflow"] = f"`status` answered in {took:.1f} s, naming mlflow"
-
-
-def test_a_spare_that_cannot_load_leaves_the_stable_model_serving(loop):
-    """One missing file of the warm spare (``previous``): a restarted server still serves."""
-    import json
-
-    import httpx
-
-    from mlcicd_dagster.models.registry import client
-    from mlcicd_dagster.serving import start_subprocess
-
-    state = loop.state()
-    assert state.previous is not None, state.to_dict()
-    mv = client(loop.home.tracking_uri).get_model_version("credit_default", state.previous.version)
-    model_id = mv.source.rstrip("/").rsplit("/", 1)[-1]
-    folder = next(p for p in loop.home.mlflow_artifacts.rglob(model_id) if p.is_dir())
-    files = [f for f in folder.rglob("model*") if f.is_file()]
-    assert files, list(folder.rglob("*"))
-    for f in files:
-        f.rename(f.with_name(f.name + ".gone"))
-    server_file = loop.home.server_file.read_bytes()
-    proc, url = start_subprocess(loop.home, "credit_default", port=0, env=loop.env)
-    try:
-        r = loop.wait_ready(url)
-        assert r.json()["versions"]["stable"] == state.stable.version
-        assert "previous" not in r.json()["versions"]
-        doc = httpx.get(f"{url}/deployment", timeout=5).json()
-        assert "previous" in doc["degraded"], doc
-        body = {"dataframe_split": json.loads(
-            loop.pool.drop(columns=["default.payment.next.month"]).head(3)
-            .to_json(orient="split", index=False))}  # fmt: skip
-        scored = httpx.post(f"{url}/invocations", json=body, timeout=10)
-        assert scored.status_code == 200 and scored.headers["X-Model-Version"] == (
-            state.stable.version
-        )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        loop.home.server_file.write_bytes(server_file)
-        for f in files:
-            f.with_name(f.name + ".gone").rename(f)
-    loop.table["missing model file of the spare"] = "restarted server serves stable, degraded"
-    loop.assert_healthy()

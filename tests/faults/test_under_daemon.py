@@ -25,8 +25,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_the_daemon_redoes_a_killed_run_and_its_controller_ticks_promote_the_canary(loop):
+    loop.ticks_until(lambda: not loop.in_flight())  # (a rollout an earlier test left)
     bad = loop.bad_version()
-    loop.deploy(bad, "blue_green")  # a weak stable: the canary is decided within seconds
+    if loop.state().stable.version != bad:  # a weak stable: the canary is decided in seconds
+        loop.deploy(bad, "blue_green")
     before = loop.state()
     assert before.stable.version == bad and before.phase == "promoted"
     started_at = before.updated_at
@@ -59,6 +61,9 @@ def test_the_daemon_redoes_a_killed_run_and_its_controller_ticks_promote_the_can
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait(timeout=30)
+        deadline = time.monotonic() + 120  # runs it launched last finish on their own
+        while loop.live_runs() and time.monotonic() < deadline:
+            time.sleep(1.0)
     reaped = loop.instance().get_run_by_id(victim.run_id)
     assert reaped.status == dg.DagsterRunStatus.FAILURE
     assert "died" in reaped.tags[ORPHAN_TAG]
@@ -82,13 +87,14 @@ def test_the_daemon_redoes_a_killed_run_and_its_controller_ticks_promote_the_can
 
 
 def _wait_for_gate_worker(loop, daemon: subprocess.Popen, log: Path, timeout_s: float = 180):
-    """The landed batch's data-gate run, launched by the daemon, once its worker is known."""
+    """The landed batch's data-gate run, launched by the daemon, once its worker is known
+    (the worker tags the run with its pid as it starts executing)."""
     deadline = time.monotonic() + timeout_s
     while True:
         assert daemon.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, log.read_text()[-3000:]
-        for run in loop.live_runs():
-            if run.job_name.endswith("_ingest") and run.tags.get(PID_TAG):
+        for run in loop.live_runs():  # (its training, if the gate finished unseen)
+            if run.job_name.endswith(("_ingest", "_retrain")) and run.tags.get(PID_TAG):
                 assert run.tags.get("mlcicd/via") != "cycle"
                 return run
         time.sleep(0.1)
