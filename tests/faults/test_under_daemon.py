@@ -2,8 +2,9 @@
 
 A batch lands; the daemon's landing sensor launches its data gate, whose run worker is
 killed with SIGKILL. The orphaned-runs sensor (under the daemon) fails that run (or
-adopts the failure the code server that launched the worker reported) and redoes it, the training sensor trains on the batch, and the rollout controller sensor's
-ticks (the daemon's, every poll interval) move the canary up a step and promote it.
+adopts the failure the code server that launched the worker reported) and redoes it,
+the training sensor trains on the batch, and the rollout controller sensor's ticks (the
+daemon's, every poll interval) move the canary up a step and promote it.
 Nothing else ticks meanwhile: no cycle runs and the suite's agent is idle.
 """
 
@@ -70,6 +71,7 @@ def test_the_daemon_redoes_a_killed_run_and_its_controller_ticks_promote_the_can
     # that launched the worker (it saw its child die), then adopted by the sensor.
     why = reaped.tags[ORPHAN_TAG]
     assert "died" in why or "terminated by signal 9 (SIGKILL)" in why, why
+    healer = "reaped" if "died" in why else "the code server failed it; adopted"
     (redo,) = [r for r in loop.runs() if r.tags.get(REDO_OF_TAG) == victim.run_id]
     assert redo.status == dg.DagsterRunStatus.SUCCESS
     assert redo.tags.get("dagster/sensor_name", "").endswith("_orphaned_runs")
@@ -83,8 +85,8 @@ def test_the_daemon_redoes_a_killed_run_and_its_controller_ticks_promote_the_can
     assert len(steps) >= 2, events  # its first step (the deploy step) and a tick's advance
     assert "rollout_controller" in log.read_text()
     loop.table["kill -9 of a run worker the daemon launched"] = (
-        f"orphaned-runs sensor under the daemon redid it ({'reaped' if 'died' in why else 'the code server failed it, the sensor adopted it'}); "
-        "the daemon's controller ticks advanced and promoted the canary"
+        f"orphaned-runs sensor under the daemon redid it ({healer}); the daemon's controller "
+        "ticks advanced and promoted the canary"
     )
     loop.assert_healthy()
 
