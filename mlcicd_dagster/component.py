@@ -295,10 +295,6 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
                 reason = _label_problem(self.task, classes, labels)
                 if reason:
                     raise fail("label", f"golden set ({self.golden}): {reason}")
-        if self.task == "multiclass" and self.rollout.strategy != "blue_green":
-            from mlcicd_dagster.rollout.analysis import MULTICLASS_CANARY
-
-            raise fail("rollout.strategy", MULTICLASS_CANARY)
         factory = self.training.factory
         if factory is not None and factory.startswith("."):
             factory = _package_of(folder) + factory  # ".model:make": beside defs.yaml

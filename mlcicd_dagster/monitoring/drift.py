@@ -9,8 +9,9 @@ the report into the monitoring result's :class:`DriftSummary`.
 What a window's drift check controls: under "the served rows come from the
 reference distribution", the probability that a window flags any feature is at
 most ``alpha`` (Holm, family-wise), as documented in the data gate. Prediction
-drift is the same test on one column: the model's scores against its scores on
-reference rows.
+drift is the same test on the model's outputs: its scores against its scores on
+reference rows; for a multiclass model (class probabilities, ``(n, k)``) two columns,
+the predicted class's probability (KS + PSI) and the predicted class (chi-square + PSI).
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ if TYPE_CHECKING:
 
 ReferenceLike = Any  # a DataFrame of reference rows, or the data gate's ReferenceProfile
 PREDICTION_COLUMN = "prediction"
+PREDICTED_CLASS_COLUMN = "predicted_class"
+
+
+def _prediction_frame(predictions: Any) -> pd.DataFrame:
+    """One number per row as ``prediction``; class probabilities ``(n, k > 2)`` as the
+    predicted class's probability and the predicted class (its index, as text). Rows
+    with a missing probability (NaN) are left out."""
+    arr = np.asarray(predictions, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] > 2:
+        arr = arr[~np.isnan(arr).any(axis=1)]
+        return pd.DataFrame(
+            {
+                PREDICTION_COLUMN: arr.max(axis=1),
+                PREDICTED_CLASS_COLUMN: arr.argmax(axis=1).astype(str),
+            }
+        )
+    return pd.DataFrame({PREDICTION_COLUMN: arr.ravel()})
 
 
 def reference_profile(
@@ -83,10 +101,9 @@ def prediction_reference(predictions: Any) -> ReferenceProfile:
         if PREDICTION_COLUMN not in predictions.numeric:
             raise ValueError(f"prediction reference profile lacks column {PREDICTION_COLUMN!r}")
         return predictions
-    arr = np.asarray(predictions, dtype=np.float64).ravel()
-    return ReferenceProfile.from_frame(
-        pd.DataFrame({PREDICTION_COLUMN: arr}), numeric=[PREDICTION_COLUMN]
-    )
+    frame = _prediction_frame(predictions)
+    categorical = [PREDICTED_CLASS_COLUMN] if PREDICTED_CLASS_COLUMN in frame.columns else []
+    return ReferenceProfile.from_frame(frame, numeric=[PREDICTION_COLUMN], categorical=categorical)
 
 
 def prediction_drift(
@@ -97,8 +114,14 @@ def prediction_drift(
     correction: str = "holm",
     psi_floor: float | None = None,
 ) -> DriftSummary:
+    """``predictions``: one number per row, or class probabilities ``(n, k)`` (multiclass:
+    the predicted class is compared too, when the reference has it)."""
     profile = prediction_reference(reference)
-    current = pd.DataFrame({PREDICTION_COLUMN: np.asarray(predictions, dtype=np.float64)})
+    current = _prediction_frame(predictions)
+    if PREDICTED_CLASS_COLUMN not in current.columns and profile.categorical:
+        from mlcicd_dagster.data.drift import ReferenceProfile
+
+        profile = ReferenceProfile(dict(profile.numeric), {})  # the log has no probabilities
     return _summary(_compare(profile, current, alpha, correction, psi_floor))
 
 

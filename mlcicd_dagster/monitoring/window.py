@@ -11,8 +11,13 @@ being written under its temporary name is never read):
 * **duplicate feedback: the last one wins** (greatest feedback ``ts``; equal
   ``ts`` broken by the later part file), so a client can correct a label. The
   number of overridden rows is reported (``n_duplicate_feedback``);
-* labels outside {0, 1} are counted per version (``n_invalid_labels``) and left
-  out of the metrics;
+* a label is a number (``label``) or the text a client sent (``label_text``, e.g.
+  ``"setosa"``); labels that do not fit the task (outside {0, 1} for a binary model, not
+  a declared class of a multiclass one) are counted per version (``n_invalid_labels``)
+  and left out of the metrics;
+* a multiclass model's metrics (log-loss, accuracy) use each request's logged class
+  probabilities (``probabilities``), its prediction drift the predicted class's share
+  besides its probability;
 * a shadow-scored request appears once per model version; feature drift uses
   served rows only (``track != 'shadow'``) so no request is counted twice.
 """
@@ -58,8 +63,9 @@ class WindowData:
     """The joined rows of one window.
 
     ``frame``: one row per request and model version: ``model_version``, ``track``,
-    ``prediction``, ``label`` (NaN: none yet), ``delay_s`` (feedback ts minus
-    prediction ts), plus ``request_id``/``ts`` and the features when asked for.
+    ``prediction``, ``label`` (NaN: none yet; object dtype holding the text when a text
+    label arrived), ``delay_s`` (feedback ts minus prediction ts), plus
+    ``request_id``/``ts``, ``probabilities`` and the features when asked for.
     ``served_features``: the features of served rows (shadow rows left out), read
     without the join (drift needs no labels), unless the features were joined.
     """
@@ -110,13 +116,15 @@ def load_window(
     join_features: bool = False,
     with_request_id: bool = False,
     max_feature_rows: int | None = None,
+    with_probabilities: bool = False,
 ) -> WindowData:
     """Join the window's predictions with their feedback labels (see module doc).
 
     ``join_features``: features go into ``frame`` (one row per request and version,
     with ``request_id``); otherwise they are read separately for served rows only
     (``served_features``), at most ``max_feature_rows`` of them (a uniform random
-    sample, seeded, when there are more).
+    sample, seeded, when there are more). ``with_probabilities``: each row's logged class
+    probabilities (``probabilities``, None where the log has none).
     """
     import duckdb
 
@@ -127,6 +135,8 @@ def load_window(
     features = list(dict.fromkeys(features))
     with_request_id = with_request_id or join_features
     base = ["model_version", "track", "prediction"]
+    if with_probabilities:
+        base.append("probabilities")
     keys = (["request_id", "ts"] if with_request_id else []) + base
     joined_cols = keys + (features if join_features else []) + ["label", "delay_s"]
     pred_glob = _parts(home.predictions(model_name))
@@ -140,6 +150,7 @@ def load_window(
         con.execute("SET TimeZone = 'UTC'")
         cols = _describe(con, pred_glob)
         missing = [c for c in (*BASE_COLUMNS, *features) if c not in cols]
+        prob_sql = "probabilities" if "probabilities" in cols else "NULL::DOUBLE[] AS probabilities"
         if missing:
             raise MonitoringError(
                 f"prediction log {home.predictions(model_name)} lacks columns {missing}"
@@ -147,12 +158,15 @@ def load_window(
         fb_upper = as_of if max_label_delay is None else min(as_of, end + max_label_delay)
         pred_src = f"read_parquet('{_lit(pred_glob)}', union_by_name = true)"
         p_cols = ["request_id", "ts", *base, *(features if join_features else [])]
+        p_sql = ", ".join(prob_sql if c == "probabilities" else _q(c) for c in p_cols)
         if fb_glob is not None:
             # Last feedback wins: greatest ts, then the later part file (names start
             # with the epoch in ms, and DuckDB numbers the globbed files in order).
+            # A struct: arg_max skips a NULL argument, and a text label has a NULL number.
+            text = "label_text" if "label_text" in _describe(con, fb_glob) else "NULL::VARCHAR"
             fb_sql = f"""
                 SELECT request_id,
-                       arg_max(label, (ts, file_index)) AS label,
+                       arg_max({{'n': label::DOUBLE, 't': {text}}}, (ts, file_index)) AS lab,
                        max(ts) AS label_ts,
                        count(*) - 1 AS n_dup
                 FROM read_parquet('{_lit(fb_glob)}', union_by_name = true)
@@ -160,16 +174,17 @@ def load_window(
                 GROUP BY request_id"""
         else:
             fb_sql = (
-                "SELECT NULL::VARCHAR AS request_id, NULL::DOUBLE AS label, "
+                "SELECT NULL::VARCHAR AS request_id, "
+                "{'n': NULL::DOUBLE, 't': NULL::VARCHAR} AS lab, "
                 "NULL::TIMESTAMPTZ AS label_ts, 0::BIGINT AS n_dup WHERE false"
             )
         out_cols = ", ".join(f"p.{_q(c)}" for c in keys + (features if join_features else []))
         sql = f"""
             WITH p AS (
-                SELECT {", ".join(_q(c) for c in p_cols)} FROM {pred_src}
+                SELECT {p_sql} FROM {pred_src}
                 WHERE ts >= $start AND ts < $end
             ), f AS ({fb_sql})
-            SELECT {out_cols}, f.label::DOUBLE AS label,
+            SELECT {out_cols}, f.lab.n AS label, f.lab.t AS label_text,
                    epoch_us(f.label_ts) / 1e6 - epoch_us(p.ts) / 1e6 AS delay_s,
                    CASE WHEN p.track <> 'shadow' THEN coalesce(f.n_dup, 0) ELSE 0 END::INTEGER
                        AS n_dup
@@ -205,6 +220,9 @@ def load_window(
     n_dup = int(pc_sum(table.column("n_dup")))
     table = table.drop_columns(["n_dup"])
     frame = _to_pandas(table, categorical=("model_version", "track"))
+    texts = frame.pop("label_text") if "label_text" in frame.columns else None
+    if texts is not None and texts.notna().any():  # a text label stands where its number is null
+        frame["label"] = frame["label"].astype(object).where(texts.isna(), texts)
     feats = _to_pandas(served, categorical=()) if served is not None else None
     return WindowData(frame, n_dup, feats)
 
@@ -293,6 +311,7 @@ def compute_window(
         as_of=as_of,
         max_label_delay=max_label_delay,
         max_feature_rows=config.max_drift_rows,
+        with_probabilities=getattr(task, "name", "binary") == "multiclass",
     )
     return summarize(
         data,
@@ -336,8 +355,16 @@ def summarize(
     primary = None
     if len(df):
         version_codes, version_names = _factorize_versions(df["model_version"])
-        labels_all = df["label"].to_numpy(dtype=np.float64)
+        label_col = df["label"]
+        labels_all = (
+            label_col.to_numpy(dtype=object)
+            if label_col.dtype == object
+            else label_col.to_numpy(dtype=np.float64)
+        )
         preds_all = df["prediction"].to_numpy(dtype=np.float64)
+        probs_all = (
+            df["probabilities"].to_numpy(dtype=object) if "probabilities" in df.columns else None
+        )
         delays_all = df["delay_s"].to_numpy(dtype=np.float64)
         for code, version in enumerate(version_names):
             mask = version_codes == code
@@ -352,6 +379,7 @@ def summarize(
                     (baseline or {}).get(str(version)),
                     config,
                     task,
+                    probs_all[mask] if probs_all is not None else None,
                 )
             )
         # the version that served most stable traffic (else most served traffic)
@@ -403,6 +431,20 @@ def summarize(
     )
 
 
+def _probability_rows(column: np.ndarray | None, k: int) -> np.ndarray | None:
+    """The logged class probabilities as an ``(n, k)`` matrix (NaN rows where a row has
+    none, e.g. logged by an older server); None when no row has them."""
+    if column is None:
+        return None
+    out = np.full((len(column), k), np.nan)
+    seen = False
+    for i, v in enumerate(column):
+        if v is not None and not (isinstance(v, float) and np.isnan(v)) and len(v) == k:
+            out[i] = v
+            seen = True
+    return out if seen else None
+
+
 def _version_key(v: str) -> tuple[int, int, str]:
     return (0, int(v), "") if v.isdigit() else (1, 0, v)
 
@@ -427,29 +469,43 @@ def _version_metrics(
     baseline: Mapping[str, Any] | None,
     config: MonitorConfig,
     task: Any = None,
+    probabilities: np.ndarray | None = None,
 ) -> VersionMetrics:
-    has_label = ~np.isnan(labels)
+    has_label = ~pd.isna(labels)
     name = getattr(task, "name", "binary")
-    if name == "regression":
-        valid = has_label & np.isfinite(labels)
-    elif name == "multiclass":
+    numbers = pd.to_numeric(pd.Series(labels, dtype=object), errors="coerce").to_numpy(float)
+    live = preds  # what prediction drift compares: one number per row, or class probabilities
+    rate = None
+    if name == "multiclass":
         valid = has_label.copy()
         valid[has_label] = ~task.check_labels(labels[has_label]).bad
-    else:
-        valid = has_label & ((labels == 0) | (labels == 1))
-    n = int(labels.size)
-    n_labeled = int(valid.sum())
-    y, p = labels[valid], preds[valid]
-    if name == "regression":
-        from mlcicd_dagster.monitoring.metrics import task_metrics
-
-        metrics = task_metrics(task, y, p, level=config.level)
-    elif name == "multiclass":
-        # The prediction log keeps one number per row (the predicted class's
-        # probability): not enough for a multiclass loss; labels are counted only.
+        k = len(task.classes)
+        probs = _probability_rows(probabilities, k)
+        if probs is not None:
+            live = probs
+        scored = valid & ~np.isnan(probs[:, 0]) if probs is not None else np.zeros_like(valid)
         metrics = {}
+        if probs is not None and scored.any():
+            from mlcicd_dagster.monitoring.metrics import task_metrics
+
+            y = task.encode(labels[scored])
+            metrics = task_metrics(task, y, probs[scored], level=config.level)
+        n_labeled = int(valid.sum())
     else:
-        metrics = classification_metrics(y, p, threshold=config.threshold, level=config.level)
+        if name == "regression":
+            valid = has_label & np.isfinite(numbers)
+        else:
+            valid = has_label & ((numbers == 0) | (numbers == 1))
+        y, p = numbers[valid], preds[valid]
+        if name == "regression":
+            from mlcicd_dagster.monitoring.metrics import task_metrics
+
+            metrics = task_metrics(task, y, p, level=config.level)
+        else:
+            metrics = classification_metrics(y, p, threshold=config.threshold, level=config.level)
+        n_labeled = int(valid.sum())
+        rate = float(y.mean()) if n_labeled else None
+    n = int(labels.size)
     delay = None
     if has_label.any():
         d = delays[has_label]
@@ -470,11 +526,12 @@ def _version_metrics(
                 f"not judged: {n} rows < {config.min_drift_rows}",
             )
         else:
-            sample = preds
+            sample = live
             if config.max_drift_rows and n > config.max_drift_rows:
                 # sorted first: the sample must not depend on the order rows arrived in
                 rng = np.random.default_rng(DRIFT_SAMPLE_SEED)
-                sample = np.sort(preds)[rng.choice(n, config.max_drift_rows, replace=False)]
+                order = np.lexsort(live.T[::-1]) if live.ndim == 2 else np.argsort(live)
+                sample = live[order][rng.choice(n, config.max_drift_rows, replace=False)]
             pdrift = prediction_drift(
                 reference_predictions,
                 sample,
@@ -491,7 +548,7 @@ def _version_metrics(
         label_coverage=n_labeled / n if n else 0.0,
         label_delay_s=delay,
         mean_prediction=float(preds.mean()) if n else float("nan"),
-        label_rate=float(y.mean()) if n_labeled else None,
+        label_rate=rate,
         metrics=metrics,
         baseline=baseline,
         prediction_drift=pdrift,

@@ -133,8 +133,10 @@ def _reference_scores(model_name: str, golden_path: Any, uri: str, version: str)
     predictor = load_predictor(f"models:/{model_name}/{version}", tracking_uri=uri)
     from mlcicd_dagster.models.tasks import one_score_per_row
 
-    # one number per row, as the prediction log keeps it
-    return one_score_per_row(predictor.predict(golden))
+    out = predictor.predict(golden)
+    if out.ndim == 2 and out.shape[1] > 2:  # multiclass: the class probabilities, as logged
+        return out
+    return one_score_per_row(out)  # one number per row, as the prediction log keeps it
 
 
 @functools.lru_cache(maxsize=16)

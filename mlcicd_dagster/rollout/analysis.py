@@ -319,11 +319,14 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
 
 def metrics_for_task(task: str, label_scale: float | None = None) -> tuple[MetricSpec, ...]:
     """The canary's metrics for a task (``models.tasks``): the task's per-request loss is
-    the primary metric. binary: ``DEFAULT_METRICS`` (log-loss). regression: the absolute
-    error (``Task.request_loss``), margin 10% of ``label_scale`` (the candidate's holdout
-    MAE, fixed before the canary starts, so the test's guarantee holds), and the mean
-    prediction as a two-sided guardrail at 20% of it. multiclass: the log-loss of the
-    true class needs the class probabilities per request."""
+    the primary metric. binary: ``DEFAULT_METRICS`` (log-loss of P(positive)).
+    multiclass: ``DEFAULT_METRICS`` too: the log-loss of the true class, from the class
+    probabilities the prediction log keeps per request (``serving.logs``), and the
+    prediction-shift guardrail on the predicted class's probability (the model's
+    confidence). regression: the absolute error (``Task.request_loss``), margin 10% of
+    ``label_scale`` (the candidate's holdout MAE, fixed before the canary starts, so the
+    test's guarantee holds), and the mean prediction as a two-sided guardrail at 20% of it.
+    """
     if task == "regression":
         if not label_scale or not label_scale > 0:
             raise ValueError("a regression canary needs the scale of its errors (holdout MAE)")
@@ -335,15 +338,9 @@ def metrics_for_task(task: str, label_scale: float | None = None) -> tuple[Metri
                 "prediction_shift", margin=2 * margin, role=GUARDRAIL, two_sided=True, min_n=100
             ),
         )
-    if task == "multiclass":
-        raise ValueError(MULTICLASS_CANARY)
+    if task not in ("binary", "multiclass"):
+        raise ValueError(f"no canary metrics for task {task!r}")
     return DEFAULT_METRICS
-
-
-MULTICLASS_CANARY = (
-    "a multiclass canary needs each request's class probabilities in the prediction log "
-    "(it keeps one number per row today): roll multiclass models out blue_green"
-)
 
 
 @dataclass(frozen=True)

@@ -45,49 +45,114 @@ def _glob(folder: Path) -> str | None:
     return str(folder / "part-*.parquet") if any(folder.glob("part-*.parquet")) else None
 
 
+def _columns(con: Any, glob: str) -> set[str]:
+    rows = con.execute(
+        "DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)", [glob]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def read_window(
     home: Home, model_name: str, since: dt.datetime, until: dt.datetime | None = None
 ) -> pd.DataFrame:
     """Prediction rows in [since, until) with their feedback label (NaN until it arrives).
 
-    Columns: request_id, ts, model_version, track, latency_ms, prediction, label.
+    Columns: request_id, ts, model_version, track, latency_ms, prediction, probabilities
+    (each class's probability for a multiclass model, else None), label (a number, or
+    the text a client sent as the label, e.g. ``"setosa"``; the last feedback wins).
     """
     import duckdb
 
     preds = _glob(home.predictions(model_name))
-    cols = ["request_id", "ts", "model_version", "track", "latency_ms", "prediction", "label"]
+    cols = ["request_id", "ts", "model_version", "track", "latency_ms", "prediction",
+            "probabilities", "label"]  # fmt: skip
     if preds is None:
         return pd.DataFrame(columns=cols)
     feedback = _glob(home.feedback(model_name))
     until = until or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    label_sql = "NULL::DOUBLE AS label"
-    join_sql = ""
-    if feedback is not None:
-        # Last label wins when a request got feedback twice.
-        join_sql = (
-            "LEFT JOIN (SELECT request_id, arg_max(label, ts) AS label "
-            f"FROM read_parquet('{feedback}', union_by_name=true) GROUP BY request_id) f "
-            "USING (request_id)"
-        )
-        label_sql = "f.label AS label"
-    sql = (
-        "SELECT p.request_id, p.ts, CAST(p.model_version AS VARCHAR) AS model_version, "
-        f"p.track, p.latency_ms, p.prediction, {label_sql} "
-        f"FROM read_parquet('{preds}', union_by_name=true) p {join_sql} "
-        "WHERE p.ts >= ? AND p.ts < ?"
-    )
     with duckdb.connect() as con:
-        return con.execute(sql, [since, until]).df()
+        prob_sql = (
+            "p.probabilities"
+            if "probabilities" in _columns(con, preds)
+            else "NULL::DOUBLE[] AS probabilities"
+        )
+        label_sql = "NULL::DOUBLE AS label, NULL::VARCHAR AS label_text"
+        join_sql = ""
+        if feedback is not None:
+            text = "label_text" if "label_text" in _columns(con, feedback) else "NULL::VARCHAR"
+            # Last label wins when a request got feedback twice.
+            join_sql = (
+                f"LEFT JOIN (SELECT request_id, label, {text} AS label_text "
+                f"FROM read_parquet('{feedback}', union_by_name=true) "
+                "QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY ts DESC) = 1) f "
+                "USING (request_id)"
+            )
+            label_sql = "f.label AS label, f.label_text AS label_text"
+        sql = (
+            "SELECT p.request_id, p.ts, CAST(p.model_version AS VARCHAR) AS model_version, "
+            f"p.track, p.latency_ms, p.prediction, {prob_sql}, {label_sql} "
+            f"FROM read_parquet('{preds}', union_by_name=true) p {join_sql} "
+            "WHERE p.ts >= ? AND p.ts < ?"
+        )
+        df = con.execute(sql, [since, until]).df()
+    text = df.pop("label_text")
+    if text.notna().any():  # a text label stands where its number is null
+        df["label"] = df["label"].astype(object).where(text.isna(), text)
+    return df[cols]
 
 
-def _request_loss(task: Any, pred: np.ndarray, label: np.ndarray) -> tuple[str, np.ndarray]:
-    """(metric name, per-request loss) of the task: log-loss, or |error| (regression)."""
-    name = getattr(task, "name", "binary")
-    if name == "regression":
-        return "abs_error", np.abs(np.asarray(pred, float) - np.asarray(label, float))
-    if name == "multiclass":  # one number per row in the log: no loss of the true class
-        return "log_loss", np.empty(0)
-    return "log_loss", an.log_loss_per_row(pred, label)
+def _labels_for(task: Any, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of rows whose label fits the task, their encoded labels). Labels that do not
+    fit (a class the task does not declare, a text regression label) are left out."""
+    from mlcicd_dagster.models.tasks import make_task
+
+    task = task if task is not None else make_task("binary")
+    bad = task.check_labels(labels).bad
+    ok = ~bad
+    return ok, task.encode(labels[ok]) if ok.any() else np.empty(0)
+
+
+def _probability_matrix(column: pd.Series, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of rows with k logged class probabilities, those rows as an (m, k) matrix)."""
+    ok = np.fromiter(
+        (v is not None and not (isinstance(v, float) and np.isnan(v)) and len(v) == k
+         for v in column), bool, len(column),
+    )  # fmt: skip
+    if not ok.any():
+        return ok, np.empty((0, k))
+    return ok, np.vstack([np.asarray(v, dtype=np.float64) for v in column[ok]])
+
+
+def request_losses(task: Any, rows: pd.DataFrame, suffix: str = "") -> tuple[str, np.ndarray]:
+    """(metric name, per-request loss of each labeled row, NaN where it cannot be known).
+
+    The task's ``request_loss`` (``models.tasks``): binary, the clipped log-loss of
+    ``prediction`` (P(positive)); multiclass, the clipped log-loss of the true class from
+    the logged ``probabilities``; regression, the absolute error. ``suffix`` picks the
+    prediction columns of one arm of a paired frame (``_c``, ``_s``); the label column is
+    ``label`` + (``_s`` if ``suffix`` else "").
+    """
+    from mlcicd_dagster.models.tasks import make_task
+
+    task = task if task is not None else make_task("binary")
+    labels = rows["label_s" if suffix else "label"]
+    loss = np.full(len(rows), np.nan)
+    ok, y = _labels_for(task, labels.reset_index(drop=True))
+    if not ok.any():
+        return task.request_loss_name, loss
+    if task.name == "multiclass":
+        has, probs = _probability_matrix(
+            rows[f"probabilities{suffix}"].reset_index(drop=True)[ok], len(task.classes)
+        )
+        idx = np.flatnonzero(ok)[has]
+        loss[idx] = task.request_loss(y[has], probs)
+        return task.request_loss_name, loss
+    pred = rows[f"prediction{suffix}"].to_numpy(float)[ok]
+    if task.name == "binary":
+        loss[ok] = an.log_loss_per_row(pred, y.astype(float))
+    else:
+        loss[ok] = task.request_loss(y, pred)
+    return task.request_loss_name, loss
 
 
 def _arm_moments(rows: pd.DataFrame, task: Any = None) -> dict[str, an.Moments]:
@@ -100,9 +165,8 @@ def _arm_moments(rows: pd.DataFrame, task: Any = None) -> dict[str, an.Moments]:
     out["prediction_shift"] = an.Moments.of(rows["prediction"].to_numpy(float))
     labeled = rows[rows["label"].notna()]
     if not labeled.empty:
-        name, loss = _request_loss(
-            task, labeled["prediction"].to_numpy(), labeled["label"].to_numpy()
-        )
+        name, loss = request_losses(task, labeled)
+        loss = loss[np.isfinite(loss)]
         if len(loss):
             out[name] = an.Moments.of(loss)
     return out
@@ -116,7 +180,7 @@ def _seconds(ts: pd.Series) -> np.ndarray:
     return (pd.to_datetime(ts, utc=True) - epoch).dt.total_seconds().to_numpy(float)
 
 
-def _descriptive(c: pd.DataFrame, s: pd.DataFrame) -> dict[str, Any]:
+def _descriptive(c: pd.DataFrame, s: pd.DataFrame, task: Any = None) -> dict[str, Any]:
     d: dict[str, Any] = {"rows_canary": len(c), "rows_stable": len(s)}
     if len(c) and len(s):
         from scipy.stats import ks_2samp
@@ -125,12 +189,28 @@ def _descriptive(c: pd.DataFrame, s: pd.DataFrame) -> dict[str, Any]:
         d["psi"] = an.population_stability_index(pc, ps)
         d["ks"] = float(ks_2samp(pc, ps).statistic)
         for name, rows in (("canary", c), ("stable", s)):
-            lab = rows[rows["label"].notna()]
+            lab = rows[rows["label"].notna()].reset_index(drop=True)
             d[f"labels_{name}"] = len(lab)
             if len(lab):
-                pred = lab["prediction"].to_numpy(float) >= 0.5
-                d[f"accuracy_{name}"] = float(np.mean(pred == (lab["label"].to_numpy() >= 0.5)))
+                d.update({f"{k}_{name}": v for k, v in _quality(task, lab).items()})
     return d
+
+
+def _quality(task: Any, lab: pd.DataFrame) -> dict[str, float]:
+    """Accuracy of a classifier (mean |error| of a regression) on labeled rows."""
+    name = getattr(task, "name", "binary")
+    ok, y = _labels_for(task, lab["label"])
+    if not ok.any():
+        return {}
+    if name == "regression":
+        return {"mae": float(np.mean(np.abs(lab["prediction"].to_numpy(float)[ok] - y)))}
+    if name == "multiclass":
+        has, probs = _probability_matrix(lab["probabilities"][ok], len(task.classes))
+        if not has.any():
+            return {}
+        return {"accuracy": float(np.mean(task.point(probs) == y[has]))}
+    pred = lab["prediction"].to_numpy(float)[ok] >= 0.5
+    return {"accuracy": float(np.mean(pred == (y == 1)))}
 
 
 def evidence_from_rows(
@@ -173,11 +253,12 @@ def evidence_from_rows(
             paired["latency"] = an.Moments.of(np.log(lat_c) - np.log(lat_s))
             lab = both[both["label_s"].notna()]
             if not lab.empty:
-                y = lab["label_s"].to_numpy(float)
-                name, loss_c = _request_loss(task, lab["prediction_c"].to_numpy(), y)
-                _, loss_s = _request_loss(task, lab["prediction_s"].to_numpy(), y)
-                if len(loss_c):
-                    paired[name] = an.Moments.of(loss_c - loss_s)
+                name, loss_c = request_losses(task, lab, "_c")
+                _, loss_s = request_losses(task, lab, "_s")
+                diff = loss_c - loss_s
+                diff = diff[np.isfinite(diff)]
+                if len(diff):
+                    paired[name] = an.Moments.of(diff)
     if error_counts:
         for track, arm in ((cand_track, canary), ("stable", stable)):
             if track in error_counts:
@@ -187,7 +268,7 @@ def evidence_from_rows(
         canary=canary,
         stable=stable,
         paired=paired,
-        descriptive=_descriptive(c, s),
+        descriptive=_descriptive(c, s, task),
         window={"stable_version": stable_v, "candidate_version": cand_v, "track": cand_track},
     )
 

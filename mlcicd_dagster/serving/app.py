@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -56,6 +56,7 @@ from mlcicd_dagster.serving.logs import (
     FeedbackEntry,
     PredictionEntry,
     feedback_log,
+    multiclass_outputs,
     prediction_log,
 )
 from mlcicd_dagster.serving.metrics import ServerMetrics
@@ -93,6 +94,75 @@ def error_response(
     return Response(
         error_body(status, message, error_code, **extra), status, headers, media_type=JSON
     )
+
+
+class RawRequest:
+    """What the scoring handlers read of a request, straight from the ASGI scope: the two
+    scoring routes skip Starlette's request, routing and middleware objects (the hot path;
+    every other route goes through Starlette)."""
+
+    __slots__ = ("headers", "path_params", "_receive")
+
+    def __init__(self, scope: Any, receive: Any, path_params: dict[str, str]):
+        # ASGI header names are lower-case; the first of repeated headers wins, as Starlette's
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            name = k.decode("latin-1")
+            if name not in headers:
+                headers[name] = v.decode("latin-1")
+        self.headers = headers
+        self.path_params = path_params
+        self._receive = receive
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+            elif message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+
+
+def scoring_route(path: str) -> tuple[str, dict[str, str]] | None:
+    """("invocations" | "v2", path params) for the two scoring routes, else None."""
+    if path == "/invocations":
+        return "invocations", {}
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        parts = path[len("/v2/models/") : -len("/infer")].split("/")
+        if len(parts) == 1 and parts[0]:
+            return "v2", {"model": parts[0]}
+        if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+            return "v2", {"model": parts[0], "version": parts[2]}
+    return None
+
+
+class ServingApp(Starlette):
+    """Starlette, with ``POST /invocations`` and ``POST /v2/.../infer`` answered without
+    Starlette's per-request objects (``RawRequest``): the same handlers, less overhead."""
+
+    server: ModelServer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = scoring_route(scope["path"])
+            if route is not None:
+                kind, params = route
+                server = self.server
+                handler = server.invocations if kind == "invocations" else server.v2_infer
+                try:
+                    response = await handler(RawRequest(scope, receive, params))
+                except ClientDisconnect:
+                    return
+                except Exception as exc:  # as Starlette's ServerErrorMiddleware would
+                    log.exception("unhandled error on %s", scope["path"])
+                    response = error_response(500, f"internal error: {type(exc).__name__}")
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 @dataclass
@@ -202,7 +272,7 @@ class ModelServer:
             path.unlink(missing_ok=True)
 
     # -- helpers -----------------------------------------------------------------------
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request | RawRequest) -> bytes:
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -232,7 +302,7 @@ class ModelServer:
 
     # -- scoring: /invocations and the v2 infer route share routing, batching, logging ---
     def _route(
-        self, request: Request, rid: str, pinned: str = ""
+        self, request: Request | RawRequest, rid: str, pinned: str = ""
     ) -> tuple[ServedModel, str, str, bool, Snapshot, dict[str, str]] | Response:
         """(model, track, routing key, forced, snapshot, headers), or the error answer.
 
@@ -311,7 +381,7 @@ class ModelServer:
                 self.predlog.append(
                     PredictionEntry(
                         ids, time.time(), model.version, track, key, latency * 1000.0, scores,
-                        matrix, model.feature_names,
+                        matrix, model.feature_names, multiclass_outputs(outputs),
                     )
                 )  # fmt: skip
             self.recent.add(ids)
@@ -322,7 +392,7 @@ class ModelServer:
         headers["X-Track"] = track
         return outputs
 
-    async def invocations(self, request: Request) -> Response:
+    async def invocations(self, request: Request | RawRequest) -> Response:
         t0 = _perf()
         rid = self.ids.mint(1)[0]  # every answer carries an id, errors too
         try:
@@ -360,7 +430,7 @@ class ModelServer:
         return error_response(exc.status, exc.message, headers)
 
     # -- the Open Inference Protocol (v2) ------------------------------------------------
-    async def v2_infer(self, request: Request) -> Response:
+    async def v2_infer(self, request: Request | RawRequest) -> Response:
         t0 = _perf()
         rid = self.ids.mint(1)[0]
         name = request.path_params["model"]
@@ -379,7 +449,7 @@ class ModelServer:
             obj, tail = v2.split_binary(
                 body, request.headers.get("inference-header-content-length")
             )
-            matrix, req_id = v2.infer_matrix(obj, tail, model.feature_names)
+            matrix, req_id = v2.infer_matrix(obj, tail, model.feature_names, model.text)
             limit = self.config.max_rows_per_request
             if len(matrix) > limit:
                 raise PayloadError(f"{len(matrix)} rows in one request; the limit is {limit}", 413)
@@ -440,9 +510,10 @@ class ModelServer:
         integer = fast.integer if fast is not None else (False,) * len(model.feature_names)
         return json_response(
             v2.model_metadata(
-                self.model_name, versions, model.feature_names, integer, model.output_shape
+                self.model_name, versions, model.feature_names, integer, model.output_shape,
+                model.text,
             )
-        )
+        )  # fmt: skip
 
     async def v2_model_ready(self, request: Request) -> Response:
         model = self._v2_model(request)
@@ -453,7 +524,7 @@ class ModelServer:
         return json_response({"name": self.model_name, "ready": True})
 
     async def _matrix(
-        self, request: Request, body: bytes, model: ServedModel
+        self, request: Request | RawRequest, body: bytes, model: ServedModel
     ) -> np.ndarray | Answer:
         """The request's feature matrix for ``model``: the fast path, else MLflow's code."""
         ctype = request.headers.get("content-type")
@@ -465,7 +536,7 @@ class ModelServer:
             except orjson.JSONDecodeError:
                 obj = None
             if obj is not None:
-                matrix = fast_matrix(obj, model.fast.names, model.fast.integer)
+                matrix = fast_matrix(obj, model.fast)
                 if matrix is not None:
                     if len(matrix) > limit:
                         raise PayloadError(
@@ -480,8 +551,16 @@ class ModelServer:
                     f"unsupported content type {ctype!r}; send application/json", status=415
                 )
             out = parse_body(_decode(body), limit).matrix(model.feature_names)
-        if isinstance(out, np.ndarray) and len(out) > limit:
-            raise PayloadError(f"{len(out)} rows in one request; the limit is {limit}", 413)
+        if isinstance(out, np.ndarray):
+            if len(out) > limit:
+                raise PayloadError(f"{len(out)} rows in one request; the limit is {limit}", 413)
+            if model.finite_only and out.dtype != object and not np.isfinite(out).all():
+                bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
+                cols = [model.feature_names[int(j)] for j in bad if j < len(model.feature_names)]
+                raise PayloadError(
+                    f"missing or infinite value(s) in feature column(s): {', '.join(cols)} "
+                    "(this model cannot score them)"
+                )
         return out
 
     def _mirror(
@@ -527,7 +606,7 @@ class ModelServer:
             self.predlog.append(
                 PredictionEntry(
                     ids, time.time(), shadow.version, "shadow", key, latency * 1000.0, scores,
-                    matrix, shadow.feature_names,
+                    matrix, shadow.feature_names, multiclass_outputs(preds),
                 )
             )  # fmt: skip
 
@@ -645,7 +724,7 @@ def _decode(body: bytes) -> Any:
         raise PayloadError(f"malformed JSON: {exc}") from None
 
 
-def _parse_feedback(obj: Any) -> list[tuple[str, float]]:
+def _parse_feedback(obj: Any) -> list[tuple[str, float | str]]:
     items = obj if isinstance(obj, list) else [obj]
     if not items:
         raise PayloadError("empty feedback list")
@@ -663,13 +742,28 @@ def _parse_feedback(obj: Any) -> list[tuple[str, float]]:
             raise PayloadError(f"{where}: request_id must be a non-empty string")
         if "label" not in item:
             raise PayloadError(f"{where}: label is missing")
-        label = item["label"]
-        if isinstance(label, bool):
-            label = float(label)
-        if not isinstance(label, (int, float)) or not math.isfinite(label):
-            raise PayloadError(f"{where}: label must be a finite number, got {label!r}")
-        out.append((rid, float(label)))
+        out.append((rid, _feedback_label(item["label"], where)))
     return out
+
+
+MAX_LABEL_CHARS = 200
+
+
+def _feedback_label(label: Any, where: str) -> float | str:
+    """A finite number, or a non-empty text class label (``"setosa"``), kept as sent."""
+    if isinstance(label, bool):
+        return float(label)
+    if isinstance(label, str):
+        text = label.strip()
+        if not text or len(text) > MAX_LABEL_CHARS:
+            raise PayloadError(
+                f"{where}: a text label must be 1 to {MAX_LABEL_CHARS} characters, "
+                f"got {label[:40]!r}"
+            )
+        return text
+    if not isinstance(label, (int, float)) or not math.isfinite(label):
+        raise PayloadError(f"{where}: label must be a finite number or a text class, got {label!r}")
+    return float(label)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -701,7 +795,7 @@ def create_app(
         finally:
             await server.shutdown()
 
-    app = Starlette(
+    app = ServingApp(
         routes=[
             Route("/invocations", server.invocations, methods=["POST"]),
             Route("/feedback", server.feedback, methods=["POST"]),
@@ -729,4 +823,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.server = server
+    app.server = server
     return app

@@ -151,6 +151,11 @@ class ServedModel:
         self.meta = meta
         self.fast, use_mlflow = plan_for(meta, self.feature_names)
         self.parser = MlflowParser(meta, self.feature_names) if use_mlflow else None
+        text = set(getattr(predictor, "string_features", ()) or ())
+        self.text: tuple[bool, ...] = tuple(n in text for n in self.feature_names)
+        # A torch graph cannot take missing values: refused naming the column (MLflow
+        # would answer NaN scores); scikit-learn's trees route them, as under MLflow.
+        self.finite_only = getattr(predictor, "flavor", "") == "torch"
         self.positive = positive_index(predictor)
         self.output_shape = output_shape  # what one call answers; -1: the rows
         self.inflight = 0
@@ -398,7 +403,7 @@ class DeploymentFollower:
             tracks[track] = model
 
     def _load_and_warm(self, ref: ModelRef) -> tuple[Any, Any, tuple[int, ...]]:
-        from mlcicd_dagster.serving.output import pyfunc_output_fn
+        from mlcicd_dagster.serving.output import pyfunc_output_fn, warm_matrix
 
         predictor = self.loader(ref, self.tracking_uri)
         meta = self._load_meta(ref, predictor)
@@ -408,7 +413,7 @@ class DeploymentFollower:
             raise ValueError(f"model {ref.model_uri} has no feature names")
         shape: tuple[int, ...] = (-1,)
         try:  # the first call of a model is slow (lazy init); pay it here, not on a request
-            out = np.asarray(pyfunc_output_fn(predictor)(np.zeros((2, len(names)))))
+            out = np.asarray(pyfunc_output_fn(predictor)(warm_matrix(predictor)))
             shape = (-1, *out.shape[1:])
         except Exception:
             log.warning("warm-up call of %s failed", ref.model_uri, exc_info=True)

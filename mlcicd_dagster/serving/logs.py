@@ -8,8 +8,17 @@ loses at most the rows of the last interval, and the log stays readable with Duc
 
 Schemas (docs/architecture.md):
   predictions: request_id, ts (timestamp[us, UTC]), model_version, track, routing_key,
-               latency_ms, prediction, then one float64 column per model feature
-  feedback:    request_id, label (float64), ts (timestamp[us, UTC])
+               latency_ms, prediction, probabilities (list<float64>: every class's
+               probability for a model with more than two output columns, a multiclass
+               classifier; null otherwise), then one column per model feature (float64; text
+               for a text feature)
+  feedback:    request_id, label (float64; null for a text label), label_text (string:
+               a text label as sent, e.g. "setosa"; null for a number), ts
+               (timestamp[us, UTC])
+
+``prediction`` is one number per row (P(positive), the predicted value, or the predicted
+class's probability); ``probabilities`` is what the multiclass per-request loss (the
+log-loss of the true class, known once feedback arrives) needs.
 
 A batch whose rows come from models with different feature lists is written as one part
 per feature list (DuckDB reads them together with ``union_by_name=true``).
@@ -52,12 +61,13 @@ class PredictionEntry:
     predictions: np.ndarray
     features: np.ndarray
     feature_names: tuple[str, ...]
+    probabilities: np.ndarray | None = None  # (n, k) for k > 2 output columns, else None
 
 
 @dataclass(slots=True)
 class FeedbackEntry:
     request_id: str
-    label: float
+    label: float | str  # a number, or a text class label ("setosa")
     ts: float
 
 
@@ -207,26 +217,61 @@ def build_prediction_tables(entries: list[PredictionEntry]) -> list[Any]:
                 np.concatenate([e.predictions for e in group]).astype(np.float64)
             ),
         }
+        if any(e.probabilities is not None for e in group):
+            columns["probabilities"] = _probability_column(group)
         for j, name in enumerate(names):
             if name in columns:  # a feature named like a log column cannot shadow it
                 name = f"feature_{name}"
-            columns[name] = pa.array(np.ascontiguousarray(features[:, j]))
+            columns[name] = pa.array(_log_column(features[:, j]))
         tables.append(pa.table(columns))
     return tables
+
+
+def _log_column(values: np.ndarray) -> Any:
+    """A feature column for the log: float64, or text (missing as null) for a text feature
+    of a model that takes text (an object matrix)."""
+    if values.dtype != object:
+        return np.ascontiguousarray(values)
+    if all(type(v) is float or type(v) is int or isinstance(v, np.number) for v in values):
+        return values.astype(np.float64)
+    return [None if v is None or (type(v) is float and v != v) else str(v) for v in values]
+
+
+def multiclass_outputs(outputs: Any) -> np.ndarray | None:
+    """A model's output as an ``(n, k)`` float64 matrix when it has more than two
+    columns (class probabilities of a multiclass classifier); else ``None``."""
+    arr = np.asarray(outputs)
+    if arr.ndim != 2 or arr.shape[1] <= 2:
+        return None
+    return arr.astype(np.float64, copy=False)
+
+
+def _probability_column(group: list[PredictionEntry]) -> Any:
+    """One list<float64> per row: the row's class probabilities, or null."""
+    import pyarrow as pa
+
+    rows: list[Any] = []
+    for e in group:
+        if e.probabilities is None:
+            rows.extend([None] * len(e.request_ids))
+        else:
+            rows.extend(np.asarray(e.probabilities, dtype=np.float64).tolist())
+    return pa.array(rows, type=pa.list_(pa.float64()))
 
 
 def build_feedback_tables(entries: list[FeedbackEntry]) -> list[Any]:
     import pyarrow as pa
 
-    return [
-        pa.table(
-            {
-                "request_id": pa.array([e.request_id for e in entries], pa.string()),
-                "label": pa.array(np.array([e.label for e in entries], dtype=np.float64)),
-                "ts": _ts_array(np.array([e.ts for e in entries], dtype=np.float64)),
-            }
-        )
-    ]
+    text = [e.label if isinstance(e.label, str) else None for e in entries]
+    numbers = [float("nan") if isinstance(e.label, str) else float(e.label) for e in entries]
+    columns: dict[str, Any] = {
+        "request_id": pa.array([e.request_id for e in entries], pa.string()),
+        "label": pa.array(np.array(numbers, dtype=np.float64), from_pandas=True),
+    }
+    if any(t is not None for t in text):
+        columns["label_text"] = pa.array(text, pa.string())
+    columns["ts"] = _ts_array(np.array([e.ts for e in entries], dtype=np.float64))
+    return [pa.table(columns)]
 
 
 def prediction_log(directory: Path, **kwargs: Any) -> PartLog:

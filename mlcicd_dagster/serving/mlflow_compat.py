@@ -84,39 +84,78 @@ def content_type_fast_json(ctype: str | None) -> bool:
 
 @dataclass(frozen=True)
 class FastSpec:
-    """What the fast path needs of a model: its features and which of them are integers."""
+    """What the fast path needs of a model: its features, which of them are integers or
+    text, and whether columns are taken by position (a tensor signature)."""
 
     names: tuple[str, ...]
     integer: tuple[bool, ...]  # column declared ``long``/``integer`` in the signature
+    text: tuple[bool, ...] = ()  # column declared ``string``: JSON strings, an object matrix
+    positional: bool = False  # tensor signature: MLflow ignores names, keeps the body's order
 
     @property
     def any_integer(self) -> bool:
         return any(self.integer)
 
+    @property
+    def any_text(self) -> bool:
+        return any(self.text)
+
+
+_FAST_TYPES = frozenset({"double", "long", "integer", "string"})
+
 
 def plan_for(meta: Any, feature_names: Sequence[str]) -> tuple[FastSpec | None, bool]:
     """(fast path spec or None, whether MLflow's code parses what the fast path does not).
 
-    A model with a column signature (what the models package logs for scikit-learn) gets
-    MLflow's parsing; the fast path too when every column is a double or an integer
-    (other types convert values in ways our float64 matrix would not reproduce). A model
-    with a tensor signature or none (the torch models) keeps our own parser: MLflow would
-    refuse the named columns every client of this server sends (docs/serving.md).
+    * a column signature (scikit-learn models): MLflow's parsing, and the fast path when
+      every column is required and a double, an integer or a string (other types convert
+      values in ways the fast path would not reproduce);
+    * a tensor signature of one ``(-1, d)`` float tensor (torch models): MLflow's parsing,
+      and the fast path for bodies whose columns are the model's in its order (MLflow takes
+      a tensor model's columns by position, whatever their names);
+    * no signature: our own parser (``payload``), by feature name.
     """
     names = tuple(feature_names)
-    numeric = FastSpec(names, (False,) * len(names))
+    plain = (False,) * len(names)
     schema = meta.get_input_schema() if meta is not None else None
-    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
-        return numeric, False
-    types = {}
-    for spec in schema.inputs:
-        t = getattr(getattr(spec, "type", None), "name", None)
-        if t not in ("double", "long", "integer") or not getattr(spec, "required", True):
+    if schema is None:
+        return FastSpec(names, plain, plain), False
+    if schema.is_tensor_spec():
+        if schema.has_input_names() or len(schema.inputs) != 1:
             return None, True
-        types[spec.name] = t
+        spec = schema.inputs[0]
+        shape = tuple(getattr(spec, "shape", ()) or ())
+        kind = getattr(getattr(spec, "type", None), "kind", "")
+        if len(shape) == 2 and shape[1] == len(names) and kind == "f":
+            return FastSpec(names, plain, plain, positional=True), True
+        return None, True
+    if not schema.has_input_names():
+        return None, True
+    types = {}
+    for col in schema.inputs:
+        t = getattr(getattr(col, "type", None), "name", None)
+        if t not in _FAST_TYPES or not getattr(col, "required", True):
+            return None, True
+        types[col.name] = t
     if set(types) != set(names):
         return None, True
-    return FastSpec(names, tuple(types[n] != "double" for n in names)), True
+    return (
+        FastSpec(
+            names,
+            tuple(types[n] in ("long", "integer") for n in names),
+            tuple(types[n] == "string" for n in names),
+        ),
+        True,
+    )
+
+
+def text_columns(meta: Any, feature_names: Sequence[str]) -> tuple[bool, ...]:
+    """Which features the version's signature declares ``string``."""
+    schema = meta.get_input_schema() if meta is not None else None
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return (False,) * len(feature_names)
+    types = {c.name: getattr(getattr(c, "type", None), "name", None) for c in schema.inputs}
+    return tuple(types.get(n) == "string" for n in feature_names)
 
 
 class _Capture:
@@ -137,6 +176,7 @@ class MlflowParser:
     def __init__(self, meta: Any, feature_names: Sequence[str]):
         self.meta = meta
         self.names = list(feature_names)
+        self.text = text_columns(meta, feature_names)
 
     def parse(self, body: bytes, content_type: str | None) -> np.ndarray | Answer:
         """The feature matrix MLflow would score, or MLflow's answer when it would not score.
@@ -170,6 +210,8 @@ class MlflowParser:
         return self._matrix(capture.data)
 
     def _matrix(self, data: Any) -> np.ndarray | Answer:
+        """What MLflow would pass the model, as the server's feature matrix: float64, or
+        an object matrix (numbers as floats, text as is) for a model with text columns."""
         import pandas as pd
 
         try:
@@ -177,6 +219,8 @@ class MlflowParser:
                 frame = data
                 if all(n in frame.columns for n in self.names):
                     frame = frame[self.names]
+                if any(self.text):
+                    return object_matrix(frame, self.text)
                 return np.ascontiguousarray(frame.to_numpy(dtype=np.float64))
             if isinstance(data, dict):
                 return np.ascontiguousarray(
@@ -186,6 +230,16 @@ class MlflowParser:
             return np.ascontiguousarray(arr.reshape(len(arr), -1))
         except Exception:  # the real model's predict would have raised: MLflow's 400
             return Answer(400, error_body(400, MODEL_ERROR_MESSAGE), JSON)
+
+
+def object_matrix(frame: Any, text: Sequence[bool]) -> np.ndarray:
+    """A frame with text columns as one ``(n, d)`` object matrix: numbers as floats
+    (missing as NaN), text columns' values as they are."""
+    out = np.empty(frame.shape, dtype=object)
+    for j, is_text in enumerate(text):
+        col = frame.iloc[:, j]
+        out[:, j] = col.to_numpy(dtype=object) if is_text else col.to_numpy(dtype=np.float64)
+    return out
 
 
 def load_meta(model_uri: str, tracking_uri: str) -> Any:

@@ -47,15 +47,42 @@ def _sklearn_predict_proba(predictor: Any) -> Callable[[np.ndarray], np.ndarray]
     wants_frame = bool(getattr(predictor, "_wants_frame", hasattr(estimator, "feature_names_in_")))
     task = getattr(getattr(predictor, "task", None), "name", "binary")
     method = estimator.predict if task == "regression" else estimator.predict_proba
+    text = set(getattr(predictor, "string_features", ()) or ())
+
+    def frame(matrix: np.ndarray) -> pd.DataFrame:
+        if matrix.dtype != object:
+            return pd.DataFrame(matrix, columns=names)
+        # text features (an object matrix): text columns as they came, numbers as float64,
+        # what the estimator was fitted on (models.loading.to_frame)
+        return pd.DataFrame(
+            {
+                n: matrix[:, j] if n in text else matrix[:, j].astype(np.float64)
+                for j, n in enumerate(names)
+            },
+            columns=names,
+        )
 
     def predict(matrix: np.ndarray) -> np.ndarray:
-        x: Any = pd.DataFrame(matrix, columns=names) if wants_frame else matrix
+        x: Any = frame(matrix) if wants_frame or matrix.dtype == object else matrix
         if matrix.shape[0] <= SINGLE_THREAD_MAX_ROWS:
             with _openmp_single_thread():
                 return np.asarray(method(x))
         return np.asarray(method(x))
 
     return predict
+
+
+def warm_matrix(predictor: Any, rows: int = 2) -> np.ndarray:
+    """Rows of zeros (empty text for text features) to make a model's first call on."""
+    names = list(predictor.feature_names)
+    text = set(getattr(predictor, "string_features", ()) or ())
+    if not text:
+        return np.zeros((rows, len(names)))
+    out = np.zeros((rows, len(names)), dtype=object)
+    for j, n in enumerate(names):
+        if n in text:
+            out[:, j] = ""
+    return out
 
 
 def positive_index(predictor: Any) -> int:

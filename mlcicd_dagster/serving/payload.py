@@ -286,41 +286,52 @@ def _parse_inputs(value: Any) -> Table:
 _EXACT = 2.0**53  # integers beyond this do not survive float64; MLflow's path decides
 
 
-def fast_matrix(obj: Any, names: Sequence[str], integer: Sequence[bool]) -> np.ndarray | None:
+def fast_matrix(obj: Any, spec: Any) -> np.ndarray | None:
     """The feature matrix of a body MLflow would score with exactly these values, else None.
 
-    Taken: a JSON object with exactly one key of ``dataframe_split`` (``columns`` +
-    ``data`` only), ``dataframe_records``, ``instances`` (records) or ``inputs`` (columns,
-    one record, or records); every feature present in every row, integer columns holding
-    JSON integers (or integral floats) and the others JSON numbers; extra columns (MLflow
-    drops them). Anything
-    else (``params``, ``index``, positional rows, strings, nulls, booleans, no rows...)
-    returns None and goes through MLflow's own code.
+    ``spec``: the model's ``mlflow_compat.FastSpec``. Taken: a JSON object with exactly one
+    key of ``dataframe_split`` (``columns`` + ``data`` only), ``dataframe_records``,
+    ``instances`` (records) or ``inputs`` (columns, one record, or records); every feature
+    present in every row, integer columns holding JSON integers (or integral floats), text
+    columns JSON strings and the others JSON numbers; extra columns (MLflow drops them).
+    A tensor-signature model (``spec.positional``) takes ``dataframe_split`` and
+    ``dataframe_records`` whose columns are exactly its features in order, and rows of
+    numbers (``inputs``/``instances``), as MLflow does (by position). Anything else
+    (``params``, ``index``, strings in number columns, nulls, booleans, no rows...) returns
+    None and goes through MLflow's own code.
+
+    The matrix is float64, or an object matrix (numbers as floats, text as str) for a model
+    with text columns.
     """
     if type(obj) is not dict or len(obj) != 1:
         return None
+    names = spec.names
     ((fmt, value),) = obj.items()
-    if fmt == "dataframe_split":
+    if spec.positional:
+        rows = _positional_rows(fmt, value, names)
+        if rows is None:
+            return None
+    elif fmt == "dataframe_split":
         if type(value) is not dict or len(value) != 2:
             return None
         columns = value.get("columns")
         data = value.get("data")
         if type(columns) is not list or type(data) is not list or not data:
             return None
-        try:
-            position = {c: j for j, c in enumerate(columns)}
-            idx = [position[n] for n in names]
-        except (KeyError, TypeError):  # a missing feature, an unhashable column name
-            return None
-        if len(position) != len(columns):  # duplicate column names
-            return None
         width = len(columns)
-        if list(names) == columns:
+        if len(names) == width and list(names) == columns:
             for row in data:
                 if type(row) is not list or len(row) != width:
                     return None
             rows = data
         else:
+            try:
+                position = {c: j for j, c in enumerate(columns)}
+                idx = [position[n] for n in names]
+            except (KeyError, TypeError):  # a missing feature, an unhashable column name
+                return None
+            if len(position) != width:  # duplicate column names
+                return None
             rows = []
             for row in data:
                 if type(row) is not list or len(row) != width:
@@ -361,12 +372,67 @@ def fast_matrix(obj: Any, names: Sequence[str], integer: Sequence[bool]) -> np.n
                 return None
     else:
         return None
-    if not _typed(rows, integer):
+    if spec.text and any(spec.text):
+        return _text_matrix(rows, spec)
+    if not _typed(rows, spec.integer):
         return None
     matrix = np.array(rows, dtype=np.float64)
     if matrix.size and not (np.abs(matrix) < _EXACT).all():
         return None  # huge or non-finite: MLflow's conversion rules decide
     return matrix
+
+
+def _positional_rows(fmt: str, value: Any, names: Sequence[str]) -> list[Any] | None:
+    """A tensor model's rows, when the body's columns are its features in its order."""
+    width = len(names)
+    if fmt == "dataframe_split":
+        if type(value) is not dict or len(value) != 2:
+            return None
+        data = value.get("data")
+        if value.get("columns") != list(names) or type(data) is not list or not data:
+            return None
+    elif fmt == "dataframe_records":
+        if type(value) is not list or not value:
+            return None
+        order = list(names)
+        data = []
+        for rec in value:
+            if type(rec) is not dict or list(rec) != order:
+                return None
+            data.append(list(rec.values()))
+        return data
+    elif fmt in ("inputs", "instances"):
+        data = value
+        if type(data) is not list or not data:
+            return None
+    else:
+        return None
+    for row in data:
+        if type(row) is not list or len(row) != width:
+            return None
+    return data
+
+
+def _text_matrix(rows: list[Any], spec: Any) -> np.ndarray | None:
+    """An object matrix for a model with text columns: text columns hold JSON strings, the
+    others numbers (integer columns whole numbers); else None (MLflow's path decides)."""
+    kinds = [2 if t else 1 if i else 0 for t, i in zip(spec.text, spec.integer, strict=True)]
+    for row in rows:
+        for v, k in zip(row, kinds, strict=True):
+            t = type(v)
+            if k == 2:
+                if t is not str:
+                    return None
+            elif t is int:
+                if not -_EXACT < v < _EXACT:
+                    return None
+            elif t is not float or (k == 1 and not v.is_integer()) or not abs(v) < _EXACT:
+                return None
+    out = np.array(rows, dtype=object)
+    for j, k in enumerate(kinds):
+        if k != 2:
+            out[:, j] = out[:, j].astype(np.float64)
+    return out
 
 
 def _typed(rows: list[Any], integer: Sequence[bool]) -> bool:

@@ -5,7 +5,8 @@ Routes (``app.py``): ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``,
 
 An inference request names its input tensors. Either one tensor per feature, named as
 the feature, shape ``[n]`` or ``[n, 1]`` (any numeric datatype), or one tensor of shape
-``[n, d]`` with the model's ``d`` features in order (any name). Tensor data is JSON
+``[n, d]`` with the model's ``d`` features in order (any name). A text feature (the
+signature says ``string``) is a ``BYTES`` tensor of UTF-8 strings. Tensor data is JSON
 (``data``: flat row-major or nested) or binary (the binary tensor extension:
 ``Inference-Header-Content-Length`` header, ``parameters.binary_data_size`` per input),
 as tritonclient sends by default. The answer has one output tensor, ``predictions``:
@@ -37,6 +38,35 @@ DTYPES = {
     "FP64": np.float64,
 }
 OUTPUT = "predictions"
+BYTES = "BYTES"
+
+
+def _bytes_elements(raw: bytes, name: str) -> list[str]:
+    """The binary tensor extension's BYTES layout: per element a 4-byte little-endian
+    length, then that many bytes (UTF-8 text here)."""
+    out = []
+    i = 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise PayloadError(f"input {name!r}: truncated BYTES element")
+        n = int.from_bytes(raw[i : i + 4], "little")
+        i += 4
+        if i + n > len(raw):
+            raise PayloadError(f"input {name!r}: truncated BYTES element")
+        try:
+            out.append(raw[i : i + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise PayloadError(f"input {name!r}: BYTES element is not UTF-8 text") from None
+        i += n
+    return out
+
+
+def _flat(data: Any) -> list[Any]:
+    if type(data) is not list:
+        return [data]
+    if all(type(v) is not list for v in data):
+        return data
+    return [x for v in data for x in _flat(v)]
 
 
 def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
@@ -64,13 +94,13 @@ def _tensor(spec: Any, i: int, tail: bytes, offset: int) -> tuple[str, np.ndarra
         raise PayloadError(f"inputs[{i}] must be an object")
     name = spec.get("name")
     shape = spec.get("shape")
-    dtype = DTYPES.get(spec.get("datatype"))  # type: ignore[arg-type]
+    datatype = spec.get("datatype")
+    dtype: Any = object if datatype == BYTES else DTYPES.get(datatype)  # type: ignore[arg-type]
     if type(name) is not str:
         raise PayloadError(f"inputs[{i}].name must be a string")
     if dtype is None:
         raise PayloadError(
-            f"input {name!r}: datatype {spec.get('datatype')!r} is not numeric "
-            f"(one of {', '.join(DTYPES)})"
+            f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DTYPES)}, {BYTES}"
         )
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise PayloadError(f"input {name!r}: shape must be a list of non-negative integers")
@@ -79,13 +109,25 @@ def _tensor(spec: Any, i: int, tail: bytes, offset: int) -> tuple[str, np.ndarra
     if size is not None:
         if type(size) is not int or size < 0 or offset + size > len(tail):
             raise PayloadError(f"input {name!r}: binary_data_size does not fit the body")
-        arr = np.frombuffer(tail[offset : offset + size], dtype=np.dtype(dtype).newbyteorder("<"))
+        raw = tail[offset : offset + size]
+        if dtype is object:
+            arr = np.array(_bytes_elements(raw, name), dtype=object)
+        else:
+            if size % np.dtype(dtype).itemsize:
+                raise PayloadError(f"input {name!r}: binary_data_size does not fit {datatype}")
+            arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
         offset += size
     else:
         if "data" not in spec:
             raise PayloadError(f"input {name!r} has no data")
         try:
-            arr = np.asarray(spec["data"], dtype=dtype)
+            if dtype is object:
+                flat = _flat(spec["data"])
+                if not all(type(v) is str for v in flat):
+                    raise TypeError
+                arr = np.array(flat, dtype=object)
+            else:
+                arr = np.asarray(spec["data"], dtype=dtype)
         except (TypeError, ValueError):
             raise PayloadError(f"input {name!r}: data is not {spec['datatype']}") from None
     count = int(np.prod(shape)) if shape else 1
@@ -98,7 +140,9 @@ _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 
 
-def _fast_columns(inputs: list[Any], names: Sequence[str]) -> np.ndarray | None:
+def _fast_columns(
+    inputs: list[Any], names: Sequence[str], text: Sequence[bool]
+) -> np.ndarray | None:
     """One JSON tensor per feature, flat data of shape ``[n]``/``[n, 1]``: one numpy call.
 
     None for anything else (binary data, nested data, one [n, d] tensor...): the general
@@ -113,7 +157,7 @@ def _fast_columns(inputs: list[Any], names: Sequence[str]) -> np.ndarray | None:
         by_name[spec.get("name")] = spec
     cols = []
     n = -1
-    for f in names:
+    for j, f in enumerate(names):
         spec = by_name.get(f)
         if spec is None:
             return None
@@ -126,7 +170,13 @@ def _fast_columns(inputs: list[Any], names: Sequence[str]) -> np.ndarray | None:
             n = len(data)
         elif len(data) != n:
             return None
-        if dtype in _FLOAT_TYPES:
+        if text and text[j]:
+            if dtype != BYTES:
+                return None
+            for v in data:
+                if type(v) is not str:
+                    return None
+        elif dtype in _FLOAT_TYPES:
             for v in data:
                 t = type(v)
                 if t is not float and t is not int:
@@ -140,19 +190,28 @@ def _fast_columns(inputs: list[Any], names: Sequence[str]) -> np.ndarray | None:
         cols.append(data)
     if n <= 0:
         return None
+    if text and any(text):
+        out = np.empty((n, len(names)), dtype=object)
+        for j, c in enumerate(cols):
+            out[:, j] = c if text[j] else np.asarray(c, dtype=np.float64)
+        return out
     return np.ascontiguousarray(np.array(cols, dtype=np.float64).T)
 
 
-def infer_matrix(obj: Any, tail: bytes, names: Sequence[str]) -> tuple[np.ndarray, Any]:
-    """(float64 feature matrix, request id) of an inference request for ``names``."""
+def infer_matrix(
+    obj: Any, tail: bytes, names: Sequence[str], text: Sequence[bool] = ()
+) -> tuple[np.ndarray, Any]:
+    """(feature matrix, request id) of an inference request for ``names``: float64, or an
+    object matrix (numbers as floats, text as str) when ``text`` marks text features."""
     if type(obj) is not dict:
         raise PayloadError("the inference request must be a JSON object with 'inputs'")
     inputs = obj.get("inputs")
     if type(inputs) is not list or not inputs:
         raise PayloadError("the inference request needs a non-empty 'inputs' list")
-    fast = _fast_columns(inputs, names)
+    text = tuple(text) if any(text) else ()
+    fast = _fast_columns(inputs, names, text)
     if fast is not None:
-        return _finite(fast, names), obj.get("id")
+        return _finite(fast, names, text), obj.get("id")
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     for i, spec in enumerate(inputs):
@@ -163,7 +222,9 @@ def infer_matrix(obj: Any, tail: bytes, names: Sequence[str]) -> tuple[np.ndarra
     d = len(names)
     if len(tensors) == 1:
         ((name, arr),) = tensors.items()
-        if arr.ndim == 2 and arr.shape[1] == d and (name not in names or d == 1):
+        if arr.ndim == 2 and arr.shape[1] == d and (name not in names or d == 1) and not text:
+            if arr.dtype == object:
+                raise PayloadError(f"input {name!r}: this model takes numbers, not {BYTES}")
             return _finite(np.ascontiguousarray(arr, dtype=np.float64), names), obj.get("id")
     missing = [n for n in names if n not in tensors]
     if missing:
@@ -173,8 +234,14 @@ def infer_matrix(obj: Any, tail: bytes, names: Sequence[str]) -> tuple[np.ndarra
         )
     cols = []
     rows = None
-    for n in names:
+    for j, n in enumerate(names):
         arr = tensors[n]
+        is_text = bool(text) and text[j]
+        if (arr.dtype == object) != is_text:
+            raise PayloadError(
+                f"input {n!r}: the feature is "
+                + (f"text: send a {BYTES} tensor" if is_text else f"a number, not {BYTES}")
+            )
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1:
@@ -186,15 +253,20 @@ def infer_matrix(obj: Any, tail: bytes, names: Sequence[str]) -> tuple[np.ndarra
         cols.append(arr)
     if not rows:
         raise PayloadError("the inference request has no rows")
-    matrix = np.empty((rows, d), dtype=np.float64)
+    matrix = np.empty((rows, d), dtype=object if text else np.float64)
     for j, c in enumerate(cols):
-        matrix[:, j] = c
-    return _finite(matrix, names), obj.get("id")
+        matrix[:, j] = c if text and text[j] else np.asarray(c, dtype=np.float64)
+    return _finite(matrix, names, text), obj.get("id")
 
 
-def _finite(matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    if not np.isfinite(matrix).all():
-        bad = [names[int(j)] for j in np.flatnonzero(~np.isfinite(matrix).all(axis=0))]
+def _finite(matrix: np.ndarray, names: Sequence[str], text: Sequence[bool] = ()) -> np.ndarray:
+    numbers = matrix
+    if text:
+        keep = [j for j, t in enumerate(text) if not t]
+        numbers = matrix[:, keep].astype(np.float64)
+        names = [names[j] for j in keep]
+    if not np.isfinite(numbers).all():
+        bad = [names[int(j)] for j in np.flatnonzero(~np.isfinite(numbers).all(axis=0))]
         raise PayloadError(f"non-finite value(s) in input(s): {', '.join(bad)}")
     if not len(matrix):
         raise PayloadError("the inference request has no rows")
@@ -222,15 +294,16 @@ def infer_response(model_name: str, version: str, request_id: Any, outputs: np.n
 
 def model_metadata(
     model_name: str, versions: Sequence[str], names: Sequence[str], integer: Sequence[bool],
-    output_shape: Sequence[int],
+    output_shape: Sequence[int], text: Sequence[bool] = (),
 ) -> dict[str, Any]:  # fmt: skip
+    text = tuple(text) or (False,) * len(names)
     return {
         "name": model_name,
         "versions": list(versions),
         "platform": "mlflow_pyfunc",
         "inputs": [
-            {"name": n, "datatype": "INT64" if i else "FP64", "shape": [-1]}
-            for n, i in zip(names, integer, strict=True)
+            {"name": n, "datatype": BYTES if t else "INT64" if i else "FP64", "shape": [-1]}
+            for n, i, t in zip(names, integer, text, strict=True)
         ],
         "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": list(output_shape)}],
     }

@@ -78,7 +78,6 @@ def test_shipped_pipelines_each_task_and_the_digits_model_step_asks_for_a_gpu(mo
         ("diabetes", {"classes": [1, 2, 3]}, "classes", "regression task has no classes"),
         ("diabetes", {"training": {"model_params": {"a": 1}}}, "training.model_params", "factory"),
         ("diabetes", {"label": "sex"}, "label", "also listed as a feature"),
-        ("digits", {"rollout": {"strategy": "canary"}}, "rollout.strategy", "blue_green"),
     ],
 )
 def test_bad_task_config_is_refused_at_load_naming_the_field(

@@ -58,5 +58,7 @@ def test_regression_canary_judges_the_absolute_error_from_the_logs():
     config = an.AnalysisConfig(metrics=an.metrics_for_task("regression", label_scale=8.0))
     result = an.analyse(ev, config)
     assert result.verdict == an.ROLLBACK, result
-    with pytest.raises(ValueError, match="blue_green"):
-        an.metrics_for_task("multiclass")
+    # multiclass: tests/rollout/test_canary_multiclass.py
+    assert an.metrics_for_task("multiclass")[0].name == "log_loss"
+    with pytest.raises(ValueError, match="no canary metrics"):
+        an.metrics_for_task("ranking")

@@ -92,7 +92,7 @@ def test_feedback_known_unknown_and_from_disk(home, registry, start_server):
         )
         assert missing.status_code == 404
         assert missing.json()["unknown"] == ["no-such-id"]
-        for bad in ({"request_id": new_id}, {"request_id": new_id, "label": "yes"}, [], 3):
+        for bad in ({"request_id": new_id}, {"request_id": new_id, "label": " "}, [], 3):
             r = client.post("/feedback", json=bad)
             assert r.status_code == 400 and r.json()["message"], bad
     srv.stop()

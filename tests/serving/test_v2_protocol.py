@@ -100,10 +100,17 @@ def test_v2_errors_are_clear_and_requests_are_logged(served, registry) -> None:
     bad = {"inputs": [{"name": "AGE", "shape": [2], "datatype": "FP64", "data": [1.0]}]}
     r = httpx.post(url, json=bad)
     assert r.status_code == 400 and "1 values for shape [2]" in r.json()["message"]
-    r = httpx.post(url, json={"inputs": [{"name": "AGE", "shape": [1], "datatype": "BYTES"}]})
-    assert r.status_code == 400 and "not numeric" in r.json()["message"]
-    # A good v2 request is routed, answered with request ids and logged like /invocations.
+    r = httpx.post(url, json={"inputs": [{"name": "AGE", "shape": [1], "datatype": "FP128"}]})
+    assert r.status_code == 400 and "'FP128' is not one of" in r.json()["message"]
     row = registry.rows.iloc[0]
+    text_age = [
+        {"name": c, "shape": [1], "datatype": "FP64", "data": [float(row[c])]}
+        for c in registry.features
+        if c != "AGE"
+    ] + [{"name": "AGE", "shape": [1], "datatype": "BYTES", "data": ["30"]}]
+    r = httpx.post(url, json={"inputs": text_age})  # this model takes no text
+    assert r.status_code == 400 and "'AGE': the feature is a number, not BYTES" in r.text
+    # A good v2 request is routed, answered with request ids and logged like /invocations.
     good = {
         "inputs": [
             {"name": c, "shape": [1], "datatype": "FP64", "data": [float(row[c])]}
