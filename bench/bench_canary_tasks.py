@@ -6,7 +6,10 @@ variance; its Gaussian approximation is asymptotic. Here it runs on the real per
 losses of each task (``models.tasks.Task.request_loss``): the clipped log-loss of a
 binary and of a 10-class classifier (skewed: most requests cost little, a few confident
 mistakes cost up to 9.2 nats) and the absolute error of a regression with heavy-tailed
-(Student-t, 3 d.f.) noise.
+(Student-t, 3 d.f.) noise. These are the losses the production canary computes from the
+logs (``rollout.evidence.request_losses``: for multiclass, from each request's logged class
+probabilities and its feedback label; ``tests/rollout/test_canary_multiclass.py`` checks the
+two agree exactly), so the rates below are the production canary's.
 
 For each task a population of requests is drawn once: labels, a stable model's
 predictions, and a worse model's (noisier scores). The margin is the worse model's true
@@ -166,10 +169,12 @@ Command: `.venv/bin/python -m bench.bench_canary_tasks` ({elapsed:.0f} s)
 
 {reps} simulated canaries per row and scenario, the production sequential rule
 (`rollout.analysis.decide_arrays`, alpha = 5% each way) on each task's per-request loss
-(`models.tasks.Task.request_loss`). Equal canary: the stable model's loss distribution;
-worse canary: a noisier model whose true mean loss is exactly `margin` higher (the edge of
-the indifference zone). Looks every `batch` requests per arm, horizon 4x the fixed-horizon
-n, undecided = rollback. Median n is per arm, as a fraction of the fixed-horizon test's n.
+(`models.tasks.Task.request_loss`, what `rollout.evidence` computes from the prediction
+log and the feedback labels; multiclass from the logged class probabilities). Equal
+canary: the stable model's loss distribution; worse canary: a noisier model whose true
+mean loss is exactly `margin` higher (the edge of the indifference zone). Looks every
+`batch` requests per arm, horizon 4x the fixed-horizon n, undecided = rollback. Median n
+is per arm, as a fraction of the fixed-horizon test's n.
 
 {HEAD}
 {chr(10).join(rows)}

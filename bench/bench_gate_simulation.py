@@ -1,17 +1,28 @@
 """The gates' error rates per pipeline, on real data: full-size simulation with intervals.
 
-    .venv/bin/python -m bench.bench_gate_simulation [--reps 100] [--jobs 2]
+    .venv/bin/python -m bench.bench_gate_simulation [--reps 59] [--jobs 1]
+        [--pipeline credit_default] [--size 0|1]
 
-For each shipped binary pipeline (its gates config, golden set, trainer), replicates
-draw disjoint real batches from the shipped pool (``mlcicd_dagster.models.simulation``):
-the champion trains on the first, an honest candidate on both (a routine retrain) and
-a corrupted candidate on both with the new batch's labels inverted. Reported per
-gate and for the whole set of data-driven gates (non-inferiority, slices, behavioral):
-the honest pass rate and the corrupted catch rate with 95% Clopper-Pearson intervals,
-beside the design's stated rates at the same sizes. Two sizes: a small retrain
-(5,000 rows + 1,000 new) and the demo's (5,000 + 3,000). The serving budget and infra
-validation do not depend on the data; their error rates are stated by design (and the
-serving budget is tested beside a CPU hog in tests/models/test_serving_budget_load.py).
+For each shipped pipeline (its gates config and behavioral tests, golden set, trainer
+and task), replicates draw disjoint real batches from the shipped pool
+(``mlcicd_dagster.models.simulation``): the champion trains on the first, an honest
+candidate on both (a routine retrain) and a corrupted candidate on both with the new
+batch's labels corrupted (binary inverted, multiclass shifted to the next class,
+regression reflected about the mean). Reported per gate and for the whole set of
+data-driven gates (non-inferiority, slices, behavioral): the honest pass rate and the
+corrupted catch rate with 95% Clopper-Pearson intervals, beside the design's stated
+rates at the same sizes. Also measured, so the design's inputs are measured, not
+assumed: per behavioral test, the spread of its paired statistic between honest
+retrains (``retrain_sd``) and the false-rejection rate it implies, both ways; per
+non-inferiority metric, the per-row SD (``design.sd_per_row``).
+
+Two sizes per pipeline: a small retrain and a larger one (credit_default: 5,000 rows
++ 1,000 new and 5,000 + 3,000). The serving budget and infra validation do not depend
+on the data; their error rates are stated by design (the serving budget is tested
+beside a CPU hog in tests/models/test_serving_budget_load.py).
+
+59 replicates per size: 0 failures then give a one-sided 95% lower bound of 0.95.
+Each pipeline writes its own section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,41 +38,72 @@ import pandas as pd
 from bench._report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = ((5000, 1000), (5000, 3000))
 
 
-def pipelines() -> list:
-    """Shipped pipelines whose gates judge a binary classifier (the AUC/log-loss gates;
-    multiclass and regression pipelines are judged by ``models.task_gates``)."""
+def sizes_for(pool_rows: int) -> tuple[tuple[int, int], ...]:
+    """(champion rows, new rows) of the two retrains simulated for a pool."""
+    if pool_rows >= 10_000:
+        return ((5000, 1000), (5000, 3000))
+    return (
+        (int(0.45 * pool_rows), int(0.2 * pool_rows)),
+        (int(0.55 * pool_rows), int(0.4 * pool_rows)),
+    )
+
+
+def pipelines(names: list[str] | None = None) -> list:
+    """Shipped pipelines with a pool of labelled rows to draw batches from."""
     from mlcicd_dagster.component import load_spec
 
     specs = [
         load_spec(d) for d in sorted((ROOT / "assets").iterdir()) if (d / "defs.yaml").exists()
     ]
-    return [s for s in specs if s.task == "binary" and s.sample_path is not None]
+    return [s for s in specs if s.sample_path is not None and (not names or s.dataset in names)]
 
 
-def run_pipeline(spec, reps: int, jobs: int) -> list[str]:
+def design_key(metric: str, task: str) -> str:
+    """The ``design.sd_per_row`` key of a non-inferiority row ("golden AUC", ...)."""
+    name = metric.split(" ", 1)[1]
+    if task == "binary":
+        return {"AUC": "auc", "log-loss": "log_loss"}.get(name, name)
+    return "error" if name in ("error rate", "absolute error") else "loss"
+
+
+def _f(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def run_pipeline(spec, reps: int, jobs: int, only_size: int | None) -> list[str]:
     from mlcicd_dagster.models import simulation
-    from mlcicd_dagster.models.config import load_gate_config
+    from mlcicd_dagster.models.behavioral import design_rates, load_spec, test_margin
     from mlcicd_dagster.models.gates import DesignSizes, design_report
+    from mlcicd_dagster.pipeline.model_gate import _gate_config
 
-    cfg = load_gate_config(spec.gates_path)
+    cfg = _gate_config(spec.gates_path, spec.behavioral_path)
     pool = pd.read_csv(spec.sample_path)
     golden = pd.read_csv(spec.golden_path)
-    fit = simulation.pipeline_fit(
-        spec.trainer, dict(spec.trainer_params), spec.features, spec.label
-    )
+    fit = simulation.spec_fit(spec)
+    behavioral = load_spec(cfg.behavioral_path) if cfg.behavioral_path else {}
+    paired_tests = {
+        t.get("name", kind): (kind, t)
+        for kind in ("invariance", "directional")
+        for t in behavioral.get(kind) or []
+    }
     lines = [
-        f"### {spec.dataset} ({spec.trainer}, {spec.task})",
+        f"Pipeline `{spec.dataset}`: {spec.task}, trainer `{spec.trainer}`"
+        + (f" ({spec.model_factory})" if spec.model_factory else "")
+        + f"; pool {len(pool):,} rows, golden {len(golden):,} rows.",
         "",
         "| retrain | gate | design: equal model fails | honest retrain passes (95% CI) | "
         "design: clearly worse caught | corrupted retrain caught (95% CI) |",
         "|---|---|---|---|---|---|",
     ]
-    for champ_rows, batch_rows in SIZES:
-        settings = simulation.Settings(
-            reps=reps, champion_rows=champ_rows, batch_rows=batch_rows, seed=2024, jobs=jobs
+    spread_lines: list[str] = []
+    sd_lines: list[str] = []
+    sizes = sizes_for(len(pool))
+    chosen = [sizes[only_size]] if only_size is not None else list(sizes)
+    for champ_rows, batch_rows in chosen:
+        settings = simulation.spec_settings(
+            spec, reps=reps, champion_rows=champ_rows, batch_rows=batch_rows, seed=2024, jobs=jobs
         )
         t0 = time.perf_counter()
         report = simulation.simulate(
@@ -71,7 +113,7 @@ def run_pipeline(spec, reps: int, jobs: int) -> list[str]:
             fit=fit,
             config=cfg,
             settings=settings,
-            progress=lambda k: print(f"  {k}/{reps}", end="\r", flush=True),
+            progress=lambda k: print(f"  {spec.dataset} {k}/{reps}", end="\r", flush=True),
         )
         holdout = int((champ_rows + batch_rows) * spec.holdout_fraction)
         design = design_report(cfg, DesignSizes(holdout, len(golden), spec.task))
@@ -79,48 +121,95 @@ def run_pipeline(spec, reps: int, jobs: int) -> list[str]:
         for row in report.rows():
             name = row["gate"]
             d = design["gates"].get(name, {}) if name != "all" else design
-            fr = d.get("false_rejection")
-            pw = d.get("power")
             lines.append(
-                f"| {label} | {name} | {'-' if fr is None else f'{fr:.3f}'} | "
-                f"{row['honest_pass'].text()} | {'-' if pw is None else f'{pw:.3f}'} | "
+                f"| {label} | {name} | {_f(d.get('false_rejection'))} | "
+                f"{row['honest_pass'].text()} | {_f(d.get('power'))} | "
                 f"{row['bad_caught'].text()} |"
             )
             print(label, name, row["honest_pass"].text(), row["bad_caught"].text())
-        hon, bad = report.honest_auc_change, report.bad_auc_change
+        hon, bad = report.honest_loss_change, report.bad_loss_change
         lines.append(
-            f"| {label} | golden AUC change vs champion | | honest mean {sum(hon) / len(hon):+.4f}"
-            f" | | corrupted mean {sum(bad) / len(bad):+.4f} |"
+            f"| {label} | golden loss change vs champion (mean per row) | | honest "
+            f"{sum(hon) / len(hon):+.4g} | | corrupted {sum(bad) / len(bad):+.4g} |"
         )
+        for test, sp in report.retrain_spread().items():
+            kind, t = paired_tests.get(test, ("invariance", {}))
+            margin = test_margin(kind, t, spec.task) if t else float("nan")
+            fr, fr_rows = design_rates(sp["se"], margin, cfg.alpha, sp["sd"])
+            spread_lines.append(
+                f"| {label} | {test} | {sp['mean']:+.4g} | {sp['sd']:.4g} | "
+                f"{t.get('retrain_sd', '-')} | {sp['se']:.3g} | {margin:g} | {fr:.4f} | "
+                f"{fr_rows:.2g} | {report.behavioral_pass[test].text()} |"
+            )
+        for test, rate in report.behavioral_pass.items():
+            if test not in report.behavioral_diffs:
+                spread_lines.append(
+                    f"| {label} | {test} (minimum functionality) | | | | | | | | {rate.text()} |"
+                )
+        for metric, sds in sorted(report.row_sd.items()):
+            s = sorted(sds)
+            sd_lines.append(
+                f"| {label} | {metric} | {s[len(s) // 2]:.3g} | {s[-1]:.3g} | "
+                f"{cfg.design.sd_per_row.get(design_key(metric, spec.task), '-')} |"
+            )
         print(f"  {label}: {time.perf_counter() - t0:.0f} s")
-    lines.append(
-        "\nDesign rates for `all` are the union bound over the data-driven gates plus the "
-        "serving budget (infra validation is deterministic); the simulated `all` row covers "
-        "non_inferiority, slices and behavioral."
-    )
+    lines += [
+        "",
+        "Design rates for `all` are the union bound over every configured gate (the "
+        "serving budget included; infra validation is deterministic); the simulated `all` "
+        "row covers non_inferiority, slices and behavioral.",
+        "",
+        "Behavioral tests on the honest retrains: `D` is a paired test's statistic "
+        "(candidate - champion); its SD between honest retrains is what the spec's "
+        "`retrain_sd` states. The design's false-rejection rate of each test at the measured "
+        "spread, with and without the spread between retrains (rows only):",
+        "",
+        "| retrain | test | mean D | SD of D between retrains | stated retrain_sd | "
+        "row-sampling SE | margin | design: equal fails (rows + retrains) | "
+        "(rows only) | honest retrain passes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *spread_lines,
+    ]
+    if sd_lines:
+        lines += [
+            "",
+            "Non-inferiority: per-row SD of the paired difference on honest retrains "
+            "(median and largest over replicates; regression: a share of the champion's "
+            "mean) against `design.sd_per_row`:",
+            "",
+            "| retrain | set and metric | median | largest | stated |",
+            "|---|---|---|---|---|",
+            *sd_lines,
+        ]
     return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=100)
-    ap.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8))
+    ap.add_argument("--reps", type=int, default=59)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--pipeline", action="append", help="only these pipelines (repeatable)")
+    ap.add_argument("--size", type=int, choices=(0, 1), help="only the small (0) or large (1)")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     sys.path.insert(0, str(ROOT))
-    t0 = time.perf_counter()
-    lines: list[str] = []
-    for spec in pipelines():
-        lines += run_pipeline(spec, args.reps, args.jobs)
-    elapsed = time.perf_counter() - t0
-    write_section(
-        "bench_gate_simulation",
-        f"Command: `.venv/bin/python -m bench.bench_gate_simulation --reps {args.reps} "
-        f"--jobs {args.jobs}` ({elapsed:.0f} s)\n\n"
-        "Goal: an honest retrain passes with probability >= 0.95 and a clearly worse model "
-        "(new batch's labels inverted) is caught with probability >= 0.95, per gate and for "
-        "the whole set.\n\n" + "\n".join(lines),
-    )
+    for spec in pipelines(args.pipeline):
+        t0 = time.perf_counter()
+        lines = run_pipeline(spec, args.reps, args.jobs, args.size)
+        elapsed = time.perf_counter() - t0
+        load = os.getloadavg()[0]
+        cmd = f".venv/bin/python -m bench.bench_gate_simulation --reps {args.reps} "
+        cmd += f"--jobs {args.jobs} --pipeline {spec.dataset}"
+        if args.size is not None:
+            cmd += f" --size {args.size}"
+        write_section(
+            f"bench_gate_simulation: {spec.dataset}",
+            f"Command: `{cmd}` ({elapsed:.0f} s; 1-minute load average at the end "
+            f"{load:.1f} on {os.cpu_count()} cores)\n\n"
+            "Goal: an honest retrain passes with probability >= 0.95 and a clearly worse "
+            "model (the new batch's labels corrupted) is caught with probability >= 0.95, per "
+            "gate and for the whole set.\n\n" + "\n".join(lines),
+        )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ class DesignSpec:
     """The smallest holdout the gates will judge on (the first retrain's)."""
     sd_per_row: dict[str, float] = field(default_factory=lambda: {"auc": 0.25, "log_loss": 0.15})
     """Per-row SD of candidate-minus-champion for each metric (``stats.per_row_sd`` on
-    two honest retrains; bench_gate_simulation measures it on real data)."""
+    two honest retrains; bench_gate_simulation measures it on real data). Binary: ``auc``,
+    ``log_loss``; multiclass and regression: ``loss`` and ``error`` (the task's per-row
+    loss and error; regression: as a share of the champion's mean); ``behavioral``."""
     worse_by: dict[str, float] = field(default_factory=lambda: {"auc": 0.05, "log_loss": 0.05})
     """What "clearly worse" means per metric: the design's power is for this."""
     max_false_rejection: float = 0.10
@@ -56,6 +58,15 @@ class GateConfig:
     """Largest AUC loss vs the champion we accept (absolute AUC points)."""
     logloss_margin: float = 0.01
     """Largest log-loss increase vs the champion we accept (nats per row)."""
+    loss_margin: float = 0.05
+    """Multiclass: largest log-loss increase vs the champion accepted (nats per row)."""
+    error_margin: float = 0.02
+    """Multiclass: largest error-rate increase vs the champion accepted."""
+    relative_margin: float = 0.10
+    """Regression: largest squared-error increase accepted, as a share of the champion's."""
+    relative_error_margin: float | None = None
+    """Regression: largest absolute-error increase accepted, as a share of the champion's
+    (default: ``relative_margin``)."""
     max_design_false_rejection: float = 0.05
     """Warn when, at this sample size, an equally good model would be rejected more often."""
     auc_floor: float = 0.70
@@ -89,6 +100,9 @@ class GateConfig:
     infra_rows: int = 500
     infra_atol_torch: float = 1e-6
     """float32 graphs exported by torch.export may differ from eager by one ulp."""
+    infra_rtol_torch: float = 1e-5
+    """Relative part for torch: float32 carries ~7 significant digits, so a regression
+    output of 50 differs by ~4e-6 between eager and the exported graph (a few ulp)."""
     gates: tuple[str, ...] = ()
     """The gates to run, by registered name (default: every built-in gate)."""
     gate_modules: tuple[str, ...] = ()

@@ -58,6 +58,7 @@ class Job:
     rows_path: str  # Parquet file of feature rows (the request bodies are built from it)
     out: str  # prefix of the answer files: <out>.batch.npy, .single.npy, .json, .log
     single_rows: int = SINGLE_ROW_REQUESTS
+    trusted_types: tuple[str, ...] = ()  # the skops types the model's pipeline declared
 
 
 class WorkerGone(RuntimeError):
@@ -199,22 +200,44 @@ def answer(job: Job) -> None:
     import orjson
     import pandas as pd
 
+    from mlcicd_dagster.models.trust import declare_trusted_types, model_name_of
     from mlcicd_dagster.rollout.state import ModelRef
     from mlcicd_dagster.serving.config import ServerConfig
     from mlcicd_dagster.serving.deployment import default_loader, score_fn
-    from mlcicd_dagster.serving.payload import parse_body
+    from mlcicd_dagster.serving.mlflow_compat import MlflowParser, plan_for
+    from mlcicd_dagster.serving.payload import fast_matrix, parse_body
 
+    # As a server started from the pipeline's code location knows them (`mlcicd serve`)
+    declare_trusted_types(model_name_of(job.model_uri) or "", job.trusted_types)
     predictor = default_loader(ModelRef(version="", model_uri=job.model_uri), job.tracking_uri)
     score = score_fn(predictor)
     names = list(predictor.feature_names)
     max_rows = ServerConfig().max_rows_per_request
-    rows = pd.read_parquet(job.rows_path)
+    # the model's columns in its order: MLflow takes a tensor (torch) model's by position
+    rows = pd.read_parquet(job.rows_path)[names]
+
+    # The request body becomes the feature matrix as the server makes it (serving.app):
+    # the fast path, else MLflow's parsing for a model with a signature, else our parser.
+    meta = getattr(predictor, "mlmodel", None)
+    fast, use_mlflow = plan_for(meta, names)
+    parser = MlflowParser(meta, names) if use_mlflow else None
+
+    def matrix(body: bytes) -> np.ndarray:
+        obj = orjson.loads(body)
+        out = fast_matrix(obj, fast) if fast is not None else None
+        if out is not None:
+            return out
+        if parser is not None:
+            parsed = parser.parse(body, "application/json")
+            if not isinstance(parsed, np.ndarray):
+                raise RuntimeError(f"the server would answer {parsed}")
+            return parsed
+        return parse_body(obj, max_rows).matrix(names)
 
     def request(frame: pd.DataFrame) -> np.ndarray:
-        body = orjson.dumps(
-            {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
-        )
-        return np.asarray(score(parse_body(orjson.loads(body), max_rows).matrix(names)))
+        data = frame.astype(object).where(frame.notna(), None).values.tolist()
+        body = orjson.dumps({"dataframe_split": {"columns": list(frame.columns), "data": data}})
+        return np.asarray(score(matrix(body)))
 
     batch = request(rows)
     single = np.array([request(rows.iloc[[i]])[0] for i in range(min(job.single_rows, len(rows)))])

@@ -433,3 +433,21 @@ def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float
     """Two-sided Clopper-Pearson interval of ``k / n``."""
     tail = 1 - (1 - level) / 2
     return binomial_lower(k, n, tail), binomial_upper(k, n, tail)
+
+
+def paired_lower_false_rejection(
+    se: float, margin: float, alpha: float, between_sd: float = 0.0
+) -> float:
+    """P(``D - z_{1-alpha} se > margin``) for an equal candidate, ``D ~ N(0, se^2 +
+    between_sd^2)``: a test that fails only when the one-sided lower bound of a paired
+    mean difference is above ``margin``, with ``between_sd`` the spread of ``D`` between
+    two honest models that row sampling (``se``) does not cover (0: rows only)."""
+    total = math.hypot(se, between_sd)
+    if total <= 0:
+        return 0.0 if margin >= 0 else 1.0
+    return float(_NORMAL.cdf(-(margin + z_quantile(alpha) * se) / total))
+
+
+def margin_for_paired_lower(se: float, alpha: float, between_sd: float, target: float) -> float:
+    """Smallest ``margin`` with :func:`paired_lower_false_rejection` <= ``target``."""
+    return float(max(0.0, z_quantile(target) * math.hypot(se, between_sd) - z_quantile(alpha) * se))

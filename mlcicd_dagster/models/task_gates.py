@@ -40,7 +40,9 @@ class TaskMargins:
     error_margin: float = 0.02
     """multiclass: largest error-rate increase accepted (accuracy points)."""
     relative_margin: float = 0.10
-    """regression: largest MSE and MAE increase accepted, as a share of the champion's."""
+    """regression: largest MSE increase accepted, as a share of the champion's."""
+    relative_error_margin: float | None = None
+    """regression: largest MAE increase accepted, as a share (default ``relative_margin``)."""
     min_slice_size: int = 30
     slice_alpha: float = 0.05
 
@@ -67,9 +69,12 @@ def _margins(
     task: Task, m: TaskMargins, y: np.ndarray, champion: np.ndarray
 ) -> tuple[float, float]:
     if task.name == "regression":
+        rel_error = (
+            m.relative_margin if m.relative_error_margin is None else m.relative_error_margin
+        )
         return (
             m.relative_margin * float(np.mean(task.row_loss(y, champion))),
-            m.relative_margin * float(np.mean(task.row_error(y, champion))),
+            rel_error * float(np.mean(task.row_error(y, champion))),
         )
     return m.loss_margin, m.error_margin
 
@@ -226,6 +231,46 @@ def slices(
     return Judged(not failed, rows, {"slices_judged": float(len(judged))}, summary)
 
 
+def design_rows(cfg: Any, task: str, holdout_rows: int, golden_rows: int) -> list[dict[str, Any]]:
+    """The non-inferiority tests of a multiclass or regression pipeline, by design: per
+    set and metric, P(an equally good model fails) and P(one worse by
+    ``design.worse_by`` fails), from ``design.sd_per_row`` (``loss``, ``error``; for a
+    regression a share of the champion's mean, as the margins are)."""
+    if task == "regression":
+        rel_error = cfg.relative_error_margin
+        margins = {
+            "loss": cfg.relative_margin,
+            "error": cfg.relative_margin if rel_error is None else rel_error,
+        }
+        defaults = {"loss": 1.0, "error": 0.5}  # per-row SD / champion's mean, typical
+    else:
+        margins = {"loss": cfg.loss_margin, "error": cfg.error_margin}
+        defaults = {"loss": 0.5, "error": 0.3}
+    rows = []
+    for set_name, n in (("holdout", holdout_rows), ("golden", golden_rows)):
+        for metric, margin in margins.items():
+            d = stats.design_non_inferiority(
+                n=max(n, 2),
+                sd_per_row=cfg.design.sd_per_row.get(metric, defaults[metric]),
+                margin=margin,
+                alpha=cfg.alpha,
+                worse_by=cfg.design.worse_by.get(metric, 2 * margin),
+                target=cfg.max_design_false_rejection,
+                name=f"{task} {metric} on {set_name} ({n:,} rows)",
+            )
+            rows.append(
+                {
+                    "set": set_name,
+                    "metric": metric,
+                    "n": n,
+                    "false_rejection": d.false_rejection,
+                    "power": d.power,
+                    "fix": d.fix(),
+                }
+            )
+    return rows
+
+
 # ---------------------------------------------------------------------------
 # all five gates for a task other than binary
 # ---------------------------------------------------------------------------
@@ -268,11 +313,12 @@ def run_task_gates(
     champion_uri: str | None = None,
     tracking_uri: str | None = None,
     run_url: str | None = None,
+    only: Sequence[str] | None = None,
 ) -> list[Any]:
     """The model gates of a multiclass or regression candidate, as ``GateResult``s in the
     order of the binary gates: non-inferiority and slices on the task's own losses (this
     module), behavioral (the pipeline's tests, if it has any), and the serving budget and
-    infra validation of ``models.gates`` on the task's output."""
+    infra validation of ``models.gates`` on the task's output (``only``: those named)."""
     from mlcicd_dagster.models.gates import BLOCKING, GateResult, run_all_gates, slice_masks
 
     margins = TaskMargins(
@@ -280,6 +326,7 @@ def run_task_gates(
         loss_margin=getattr(config, "loss_margin", TaskMargins.loss_margin),
         error_margin=getattr(config, "error_margin", TaskMargins.error_margin),
         relative_margin=getattr(config, "relative_margin", TaskMargins.relative_margin),
+        relative_error_margin=getattr(config, "relative_error_margin", None),
         min_slice_size=min(config.min_slice_size, TaskMargins.min_slice_size),
         slice_alpha=config.slice_alpha,
     )
@@ -336,6 +383,8 @@ def run_task_gates(
     others = ["serving_budget", "infra_validation"]
     if config.behavioral_path is not None:
         others.insert(0, "behavioral")
+    elif only is not None and "behavioral" not in only:
+        pass
     else:
         results.append(
             GateResult(
@@ -348,17 +397,24 @@ def run_task_gates(
                 run_url=run_url,
             )
         )
-    results += run_all_gates(
-        _TaskOutput(candidate),  # type: ignore[arg-type]
-        _TaskOutput(champion) if champion is not None else None,  # type: ignore[arg-type]
-        holdout=holdout,
-        golden=golden,
-        config=config,
-        candidate_uri=candidate_uri,
-        champion_uri=champion_uri,
-        tracking_uri=tracking_uri,
-        run_url=run_url,
-        only=others,
+    if only is not None:
+        others = [g for g in others if g in only]
+        results = [r for r in results if r.name in only]
+    results += (
+        run_all_gates(
+            _TaskOutput(candidate),  # type: ignore[arg-type]
+            _TaskOutput(champion) if champion is not None else None,  # type: ignore[arg-type]
+            holdout=holdout,
+            golden=golden,
+            config=config,
+            candidate_uri=candidate_uri,
+            champion_uri=champion_uri,
+            tracking_uri=tracking_uri,
+            run_url=run_url,
+            only=others,
+        )
+        if others
+        else []
     )
     order = ["non_inferiority", "slices", "behavioral", "serving_budget", "infra_validation"]
     return sorted(results, key=lambda r: order.index(r.name) if r.name in order else 99)

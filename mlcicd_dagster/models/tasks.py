@@ -24,7 +24,7 @@ it returned and the shape the task expects; nothing is reshaped silently. The on
 accepted normalisation is ``(n, 1)`` -> ``(n,)`` for one-output tasks.
 
 Per-row losses (``row_loss``) use the one probability clip, ``stats.PROB_CLIP``: one confident
-mistake costs at most ``-log(LOSS_CLIP)`` nats, so a mean of losses has a finite
+mistake costs at most ``-log(PROB_CLIP)`` nats, so a mean of losses has a finite
 variance (the canary's sequential test and the paired intervals need that).
 """
 
@@ -41,12 +41,7 @@ import numpy as np
 if TYPE_CHECKING:  # pandas is imported where it is used: the code location loads this
     import pandas as pd
 
-from mlcicd_dagster.models.stats import PROB_CLIP
-
-LOSS_CLIP = PROB_CLIP
-"""The one clipping constant (``stats.PROB_CLIP``): probabilities are clipped to
-[LOSS_CLIP, 1 - LOSS_CLIP] in every per-row log-loss of a task, so a confident mistake
-costs at most 9.2 nats, never infinity."""
+from mlcicd_dagster.models.stats import clip_probabilities, row_log_loss
 
 PROBA_TOLERANCE = 1e-3
 """How far a row of class probabilities may be from summing to 1 (float32 softmax)."""
@@ -136,7 +131,7 @@ class Task:
 
     def request_loss(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
         """The canary's per-request loss: the clipped log-loss of a classifier (bounded by
-        ``-log(LOSS_CLIP)``), the absolute error of a regression (in the label's units;
+        ``-log(PROB_CLIP)``), the absolute error of a regression (in the label's units;
         less heavy-tailed than the squared error, so the sequential test's Gaussian
         approximation holds sooner)."""
         return self.row_loss(y, out)
@@ -248,9 +243,7 @@ class BinaryTask(_Classification):
         return (np.asarray(out) >= 0.5).astype(np.int64)
 
     def row_loss(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
-        p = np.clip(np.asarray(out, np.float64), LOSS_CLIP, 1 - LOSS_CLIP)
-        yy = np.asarray(y, np.float64)
-        return -(yy * np.log(p) + (1 - yy) * np.log1p(-p))
+        return row_log_loss(y, out)
 
     def row_error(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
         return (self.point(out) != np.asarray(y)).astype(np.float64)
@@ -317,7 +310,7 @@ class MulticlassTask(_Classification):
 
     def row_loss(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
         p = np.asarray(out, np.float64)[np.arange(len(y)), np.asarray(y, np.int64)]
-        return -np.log(np.clip(p, LOSS_CLIP, 1 - LOSS_CLIP))
+        return -np.log(clip_probabilities(p))
 
     def row_error(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
         return (self.point(out) != np.asarray(y)).astype(np.float64)

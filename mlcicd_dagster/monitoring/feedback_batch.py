@@ -92,6 +92,7 @@ def export_feedback_batch(
     threshold: float = 0.5,
     as_of: dt.datetime | None = None,
     min_rows: int = 1,
+    task: Any = None,
 ) -> FeedbackBatch:
     """Write the window's labelled rows as ``feedback-<model>-<start>-<end>.parquet``.
 
@@ -100,6 +101,11 @@ def export_feedback_batch(
     optional column -> dtype to cast to (e.g. the training set's dtypes); a value
     that does not survive the cast (1.5 into an int column) is an error naming the
     column. ``min_rows``: fewer labelled rows than this and nothing is written.
+    ``task``: the pipeline's ``models.tasks.Task`` (``None``: binary 0/1). Labels that do
+    not fit it are left out; a class label is written as its declared class (``"owl"``,
+    ``3``), a regression label as its number. Hard examples: a binary model's side of
+    ``threshold`` or a multiclass model's predicted class (from the logged class
+    probabilities) that is not the label; none for regression.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -134,9 +140,14 @@ def export_feedback_batch(
         features=[*features, id_column] if logged_id and id_column else features,
         as_of=as_of,
         join_features=True,
+        with_probabilities=getattr(task, "name", "") == "multiclass",
     )
     df = data.frame
-    df = df[(df["track"] != "shadow") & df["label"].isin([0.0, 1.0])]
+    df = df[(df["track"] != "shadow") & df["label"].notna()]
+    if task is None:
+        df = df[df["label"].isin([0.0, 1.0])]
+    elif len(df):
+        df = df[~task.check_labels(df["label"]).bad]
     df = df.drop_duplicates("request_id").sort_values(["ts", "request_id"], kind="stable")
     # Identical requests with the same label are one training example: a client that
     # retries or polls must not outweigh the others, and its copies would otherwise
@@ -164,11 +175,31 @@ def export_feedback_batch(
             )
     for c in features:
         out[c] = df[c].to_numpy()
-    out[label] = df["label"].to_numpy().astype(np.int64)
+    task_name = getattr(task, "name", None)
+    if task is None:
+        out[label] = df["label"].to_numpy().astype(np.int64)
+    elif task_name == "regression":
+        out[label] = task.encode(df["label"])
+    else:  # the declared class, whatever form the client sent ("3", 3.0, 3)
+        out[label] = task.decode(task.encode(df["label"]))
     if dtypes:
         out = _cast(out, dtypes)
 
-    wrong = (df["prediction"].to_numpy() >= threshold) != (df["label"].to_numpy() == 1.0)
+    if task_name == "regression":
+        wrong = np.zeros(len(df), dtype=bool)
+    elif task_name == "multiclass":
+        y = task.encode(df["label"])
+        k = len(task.classes)
+        wrong = np.array(
+            [
+                p is not None and len(p) == k and int(np.argmax(p)) != int(c)
+                for p, c in zip(df["probabilities"], y, strict=True)
+            ],
+            dtype=bool,
+        )
+    else:
+        y = task.encode(df["label"]) if task is not None else df["label"].to_numpy() == 1.0
+        wrong = (df["prediction"].to_numpy() >= threshold) != (np.asarray(y) == 1)
     hard_idx = np.flatnonzero(wrong)
     hard_ids = (
         tuple(_py(v) for v in out[id_column].to_numpy()[hard_idx])

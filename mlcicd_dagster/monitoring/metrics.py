@@ -25,10 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from mlcicd_dagster.models.stats import PROB_CLIP, row_log_loss
+from mlcicd_dagster.models.stats import row_log_loss
 
-# Probabilities are clipped by the one constant of models.stats before the log.
-LOG_LOSS_EPS = PROB_CLIP
 # Which direction is "better" for each metric the monitor computes.
 HIGHER_IS_BETTER = {
     "auc": True,

@@ -152,7 +152,8 @@ def execute_rollout(
     candidate = ModelRef(
         version=plan["version"], model_uri=plan["model_uri"], run_id=plan["run_id"]
     )
-    smoke_rows = pd.read_csv(spec.golden_path).head(SMOKE_ROWS).drop(columns=[spec.label])
+    # the model's columns in its order: MLflow takes a tensor (torch) model's by position
+    smoke_rows = pd.read_csv(spec.golden_path).head(SMOKE_ROWS)[list(spec.features)]
     from mlcicd_dagster.models.tasks import one_score_per_row
 
     expected = one_score_per_row(

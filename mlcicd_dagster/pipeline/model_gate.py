@@ -181,7 +181,7 @@ def checked_gate_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.models.config import GateConfigError
     from mlcicd_dagster.models.gates import DesignSizes, design_report
 
-    cfg = _gate_config(spec.gates_path)
+    cfg = _gate_config(spec.gates_path, spec.behavioral_path)
     try:
         golden = count_rows(spec.golden_path)
     except OSError as exc:

@@ -234,6 +234,7 @@ def _act_on(spec: PipelineSpec, home: Home, trigger: Any, now: dt.datetime) -> d
         label=spec.label,
         id_column=spec.id_column,
         dtypes=_dataset_dtypes(spec.golden_path),
+        task=spec.task_type,
     )
     record = {
         "at": now.isoformat(),

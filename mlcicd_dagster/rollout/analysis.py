@@ -47,8 +47,6 @@ from typing import Any
 
 import numpy as np
 
-from mlcicd_dagster.models.stats import PROB_CLIP
-
 PROMOTE = "promote"
 ROLLBACK = "rollback"
 CONTINUE = "continue"
@@ -56,8 +54,6 @@ CONTINUE = "continue"
 PRIMARY = "primary"  # must show "not worse" before promotion
 GUARDRAIL = "guardrail"  # can only force a rollback
 
-# The one clipping constant (models.stats): one confident mistake costs <= 9.2 nats, not inf.
-LOSS_CLIP = PROB_CLIP
 BERNOULLI_PSEUDO = 0.5  # Jeffreys-style pseudo-count: 0 errors in n still has a variance
 
 
@@ -98,7 +94,7 @@ class Moments:
 
 
 def log_loss_per_row(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Binary log-loss of each row (``models.stats.row_log_loss``, clipped by ``LOSS_CLIP``)."""
+    """Binary log-loss of each row (``stats.row_log_loss``, clipped by ``stats.PROB_CLIP``)."""
     from mlcicd_dagster.models.stats import row_log_loss
 
     return row_log_loss(y, p)

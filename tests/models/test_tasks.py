@@ -16,7 +16,8 @@ from mlcicd_dagster.models.loading import (
     load_predictor,
     log_and_register,
 )
-from mlcicd_dagster.models.tasks import LOSS_CLIP, TaskError, make_task
+from mlcicd_dagster.models.stats import PROB_CLIP
+from mlcicd_dagster.models.tasks import TaskError, make_task
 from mlcicd_dagster.models.trainers import make_trainer
 
 
@@ -65,7 +66,7 @@ def test_outputs_that_do_not_fit_are_refused_never_reshaped():
         binary.check_output(np.array([1.7, 0.2]), 2)
     assert binary.check_output(np.array([[0.25], [0.5]]), 2).tolist() == [0.25, 0.5]
     # per-row losses are bounded by the one clipping constant
-    worst = -np.log(LOSS_CLIP)
+    worst = -np.log(PROB_CLIP)
     assert binary.row_loss(np.array([1]), np.array([0.0]))[0] == pytest.approx(worst)
     assert multi.row_loss(np.array([2]), np.array([[1.0, 0.0, 0.0]]))[0] == pytest.approx(worst)
     m = multi.metrics(np.array([0, 1, 2, 2]), np.eye(3)[[0, 1, 2, 0]])

@@ -47,7 +47,10 @@ def _log(home, n=20, with_id=False):
     return p
 
 
-def test_export_has_exactly_the_dataset_columns_and_flags_hard_examples(home):
+@pytest.mark.parametrize("task", [None, "binary"])
+def test_export_has_exactly_the_dataset_columns_and_flags_hard_examples(home, task):
+    from mlcicd_dagster.models.tasks import make_task
+
     p = _log(home)
     b = export_feedback_batch(
         home,
@@ -58,8 +61,9 @@ def test_export_has_exactly_the_dataset_columns_and_flags_hard_examples(home):
         features=["LIMIT", "SEX"],
         label="y",
         id_column="ID",
-        dtypes={"SEX": "int64"},
+        dtypes={"SEX": "int64", "y": "int64"},
         as_of=T0 + 2 * H,
+        task=make_task(task) if task else None,  # the pipeline's task: the same batch
     )
     assert b.created and b.path.parent == home.landing("ds") and b.path.name.startswith("feedback-")
     df = pd.read_parquet(b.path)

@@ -117,3 +117,7 @@ def test_landing_to_serving_to_feedback_to_monitoring(served):
     if name == "diabetes":
         assert set(version.metrics) == {"mae", "rmse"}
         assert version.metrics["mae"].lo < version.metrics["mae"].value < 120
+    else:  # from the class probabilities the prediction log keeps per request
+        assert set(version.metrics) == {"log_loss", "accuracy"}
+        acc = version.metrics["accuracy"]
+        assert acc.value == pytest.approx(accuracy) and acc.lo < acc.value <= acc.hi

@@ -141,3 +141,24 @@ def test_multiclass_monitoring_window_from_the_logs(home):
     assert {r["feature"] for r in v1.prediction_drift.rows} == {"prediction", "predicted_class"}
     assert v1.prediction_drift.drifted == ()
     assert "predicted_class" in v2.prediction_drift.drifted
+
+
+def test_multiclass_feedback_becomes_a_batch_with_declared_classes(home):
+    """Retraining data from the logs: text labels come back as the declared classes,
+    labels that fit no class are left out, hard examples are wrong predicted classes."""
+    import pyarrow.parquet as pq
+
+    from mlcicd_dagster.monitoring.feedback_batch import export_feedback_batch, hard_examples
+
+    task = make_task("multiclass", CLASSES)
+    since, y, p_stable, _ = _traffic(home, n=80, bad_labels=4, seed=4)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    batch = export_feedback_batch(home, MODEL, "zoo", since, until, features=["x0", "x1"],
+                                  label="animal", id_column=None, task=task,
+                                  as_of=until + dt.timedelta(seconds=5))  # fmt: skip
+    assert batch.created and batch.n_rows == 76, batch  # stable rows; "emu" left out
+    out = pq.read_table(batch.path).to_pandas()
+    assert list(out.columns) == ["x0", "x1", "animal"]
+    assert set(out["animal"]) <= set(CLASSES)
+    wrong = int(np.sum(p_stable[4:].argmax(axis=1) != y[4:]))
+    assert batch.n_hard == wrong > 0 and len(hard_examples(batch.path)) == wrong

@@ -146,6 +146,11 @@ def design_text(design: Mapping[str, float]) -> str:
         parts.append(
             f"an equally good model fails with probability {design['false_rejection']:.3g}"
         )
+    if "false_rejection_rows_only" in design:
+        parts.append(
+            f"{design['false_rejection_rows_only']:.3g} counting row sampling alone "
+            "(not the spread between honest retrains)"
+        )
     if "power" in design:
         parts.append(f"a clearly worse one fails with probability {design['power']:.3g}")
     return "; ".join(parts) or "-"

@@ -88,13 +88,16 @@ def _design_row(cfg: GateConfig, metric: str, n: int, se: float | None = None) -
 
 
 def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
-    if sizes.task != "binary":
-        return GateDesign(false_rejection=0.0)  # not this gate's metrics (models.task_gates)
-    rows = [
-        {"set": s, "metric": m, "n": n, **_design_row(cfg, m, n)}
-        for s, n in (("holdout", sizes.holdout_rows), ("golden", sizes.golden_rows))
-        for m in ("auc", "log_loss")
-    ]
+    if sizes.task != "binary":  # the task's own per-row loss and error (models.task_gates)
+        from mlcicd_dagster.models.task_gates import design_rows
+
+        rows = design_rows(cfg, sizes.task, sizes.holdout_rows, sizes.golden_rows)
+    else:
+        rows = [
+            {"set": s, "metric": m, "n": n, **_design_row(cfg, m, n)}
+            for s, n in (("holdout", sizes.holdout_rows), ("golden", sizes.golden_rows))
+            for m in ("auc", "log_loss")
+        ]
     return GateDesign(
         false_rejection=stats.combined_false_rejection([r["false_rejection"] for r in rows]),
         power=stats.combined_power([r["power"] for r in rows]),

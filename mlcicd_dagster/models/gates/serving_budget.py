@@ -148,7 +148,20 @@ def _measured_rates(lr: np.ndarray, cfg: GateConfig) -> tuple[float, float]:
 
 
 def _matrix(frame: pd.DataFrame, model: Predictor) -> np.ndarray:
-    return frame[list(model.feature_names)].to_numpy(np.float64)
+    """The rows as the server hands them to the model: float64, or, for a model with text
+    features, an object matrix (text as given, missing as None, numbers as floats)."""
+    names = list(model.feature_names)
+    text = set(getattr(model, "string_features", ()) or ())
+    if not text:
+        return frame[names].to_numpy(np.float64)
+    out = np.empty((len(frame), len(names)), dtype=object)
+    for j, name in enumerate(names):
+        col = frame[name]
+        if name in text:
+            out[:, j] = [None if pd.isna(v) else str(v) for v in col]
+        else:
+            out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+    return out
 
 
 def paired_timing(

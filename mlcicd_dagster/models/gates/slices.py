@@ -46,7 +46,10 @@ BOOTSTRAP_SEED = 20240611
 def design(cfg: GateConfig, sizes: DesignSizes) -> GateDesign:
     """Equal model, every slice at the smallest judged size (worst case)."""
     if sizes.task != "binary":
-        return GateDesign(false_rejection=0.0)  # not this gate's metrics (models.task_gates)
+        # models.task_gates: a slice fails only when its loss is significantly (Holm,
+        # family-wise slice_alpha) more than its margin above the champion's, so an equal
+        # model fails with probability at most slice_alpha (none configured: never)
+        return GateDesign(false_rejection=float(cfg.slice_alpha) if cfg.slices else 0.0)
     from statistics import NormalDist
 
     if not cfg.slices:
