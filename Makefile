@@ -36,9 +36,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not extended" $(PYTEST_ARGS)
 
-# The heavy suites kept out of `make test` so that it stays within CI's time on 2 cores:
-# the fault-injection suite (real kill -9 at each rollout phase) and the built wheel in a
-# fresh virtual environment. Run them before a release and after changing those areas.
+# The heavy suite kept out of `make test` so that it stays within CI's time on 2 cores:
+# the built wheel in a fresh virtual environment. Run it before a release and after
+# changing the packaging. (The fault-injection suite, tests/faults, is part of `make test`.)
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m extended $(PYTEST_ARGS)
 

@@ -41,6 +41,7 @@ _TABLE = (
     Variable("MLCICD_CANARY_STEP_MIN_SAMPLES", None, "fewest labelled requests per step"),
     Variable("MLCICD_CANARY_MAX_DURATION_S", None, "overrides rollout.max_duration_s"),
     Variable("MLCICD_CANARY_STEPS", None, "e.g. '0.3,0.6': traffic steps instead of the spec's"),
+    Variable("MLCICD_TRAINING_MAX_WAIT_S", "600", "longest a new batch waits for other data gates"),
     # Kubernetes (MLCICD_ENV=k8s): steps, storage, model server
     Variable("MLCICD_IMAGE", None, "step image (default: the code location's image)"),
     Variable("MLCICD_IMAGE_PULL_POLICY", "IfNotPresent", "pull policy of step pods"),

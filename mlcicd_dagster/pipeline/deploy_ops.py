@@ -76,7 +76,8 @@ def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, l
     if state.stable is not None and state.stable.version == version:
         return {**plan, "action": "none", "why": f"v{version} already serves as stable"}
     inflight = state.canary or state.shadow
-    if inflight is not None and inflight.version == version:
+    # (a *staged* one's stager died: ``begin`` reverts it and stages it afresh)
+    if inflight is not None and inflight.version == version and state.phase != "staged":
         why = f"v{version} is already rolling out ({state.phase}); the rollout controller has it"
         return {**plan, "action": "none", "why": why}
     strategy = config.strategy or spec.rollout.strategy
@@ -296,8 +297,11 @@ def alias_check(spec: PipelineSpec, mlcicd: MlcicdResource) -> dg.AssetCheckResu
     )
 
 
-def run_deploy_job(p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, version: str):
-    """Run the deploy job for one named version (what an operator does from the UI)."""
+def run_deploy_job(
+    p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, version: str, strategy: str = ""
+):
+    """Run the deploy job for one named version (what an operator does from the UI);
+    ``strategy``: the spec's when empty."""
     from mlcicd_dagster.pipeline.orphans import process_tags
 
     job = defs.resolve_job_def(p.job_name("deploy"))
@@ -306,7 +310,7 @@ def run_deploy_job(p: Any, defs: dg.Definitions, instance: dg.DagsterInstance, v
     result = job.execute_in_process(
         instance=instance,
         run_config={
-            "ops": {graph: {"ops": {op: {"config": {"version": version}}}}},
+            "ops": {graph: {"ops": {op: {"config": {"version": version, "strategy": strategy}}}}},
             "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
         },
         tags={"mlcicd/trigger": "manual_deploy", "mlcicd/version": version, **process_tags()},

@@ -14,6 +14,7 @@ from mlcicd_dagster.platform.resources import MlcicdResource
 
 LANDING_INTERVAL_S = 5  # a dropped file is picked up within seconds in `make ui`
 MONITORING_INTERVAL_S = 30
+ORPHANS_INTERVAL_S = 10  # a killed run's work is redone within seconds (one runs query)
 
 
 def build_sensors(p: PipelineDefs, *, running: bool) -> list[dg.SensorDefinition]:
@@ -60,7 +61,7 @@ def _orphans_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Senso
     @dg.sensor(
         name=f"{spec.dataset}_orphaned_runs",
         jobs=p.jobs,
-        minimum_interval_seconds=MONITORING_INTERVAL_S,
+        minimum_interval_seconds=ORPHANS_INTERVAL_S,
         default_status=status,
         description="Runs whose process died are failed with the reason and run again.",
     )

@@ -24,17 +24,16 @@ run_coordinator:
     tag_concurrency_limits:
       - key: "mlcicd/deployment"
         limit: 1
-# A daemon-launched run whose worker dies is failed by run monitoring and run once more
-# (not a run an asset or gate failed: a rejection is final). Runs of `mlcicd cycle` carry
-# dagster/max_retries=0: the orphaned-runs sensor redoes those.
+# A run whose worker dies (a cycle's, or one the daemon launched) is failed and redone
+# once by the orphaned-runs sensor, whoever noticed first (the sensor, the code server
+# that launched it, or run monitoring for a run that never started). Dagster's own run
+# retries stay off so that nothing is re-executed twice; a rejection is final anyway.
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 30
 run_retries:
-  enabled: true
-  max_retries: 1
-  retry_on_asset_or_op_failure: false
+  enabled: false
 auto_materialize:
   enabled: true
   use_sensors: true

@@ -36,6 +36,20 @@ class MlcicdResource(dg.ConfigurableResource):
     def mlflow_uri(self) -> str:
         return self.tracking_uri or self.home.tracking_uri
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A run executed here names its process in its tags (``mlcicd/pid``, ``mlcicd/host``)
+        unless its launcher did (``mlcicd cycle``): a run the daemon launched whose worker is
+        killed is then found by the orphaned-runs sensor, failed and redone (the default
+        run launcher gives Dagster's run monitoring no way to see a dead worker). Only when
+        the steps share the run's process: a step pod's own process is not the run's."""
+        run, instance = context.dagster_run, context.instance
+        if not self.colocated_steps or run is None or instance is None:
+            return
+        from mlcicd_dagster.pipeline.orphans import PID_TAG, process_tags
+
+        if PID_TAG not in run.tags:
+            instance.add_run_tags(run.run_id, process_tags())
+
     def setup_mlflow(self) -> str:
         """Point the MLflow client at this installation's store; returns the URI."""
         import mlflow

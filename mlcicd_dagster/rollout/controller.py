@@ -147,6 +147,23 @@ def begin(
     """
     with writer(target, f"begin {strategy} v{candidate.version}"):
         current = target.read_state()
+        if current.phase == "staged":
+            # Its stager held this lease until it died mid-staging (a redo of its run is
+            # usually why we are here): revert, then stage afresh.
+            inflight = current.canary or current.shadow
+            old = _Run(
+                target,
+                current.strategy,
+                inflight,
+                registry,
+                rollout_id=(current.rollout or {}).get("id"),
+                now=now,
+                decisions_before=int((current.rollout or {}).get("decisions", 0) or 0),
+            )
+            _drop_candidate(old, "reverted_after_interruption")
+            old.decide("resume", True, "rollback", "the stager died while staging; reverted")
+            old.result("reverted", target.read_state())
+            current = target.read_state()
         if current.phase in IN_FLIGHT and (current.canary or current.shadow):
             inflight = current.canary or current.shadow
             assert inflight is not None

@@ -115,8 +115,15 @@ def _write_pipeline(folder, name: str, attrs: dict, golden, pool, suite, gates) 
     (folder / name / "defs.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-GATES = {"alpha": 0.05, "serving_p99_ms": 250.0, "serving_min_rows_per_s": 200,
-         "serving_max_ratio": 2.0}  # fmt: skip
+GATES = {"alpha": 0.05, "serving_max_ratio": 2.0}
+# Margins and the design that sizes them (checked at load), as the shipped pipelines do:
+# multiclass like digits, regression like diabetes (docs/models.md).
+ZOO_GATES = {"loss_margin": 0.15, "error_margin": 0.09,
+             "design": {"holdout_rows": 100, "sd_per_row": {"loss": 0.45, "error": 0.25},
+                        "worse_by": {"loss": 0.5, "error": 0.2}}}  # fmt: skip
+GAUGE_GATES = {"relative_margin": 0.5, "relative_error_margin": 0.28,
+               "design": {"holdout_rows": 80, "sd_per_row": {"loss": 1.0, "error": 0.55},
+                          "worse_by": {"loss": 1.0, "error": 0.6}}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +151,7 @@ def location(tmp_path_factory):
             {"type": "expect_column_values_to_be_between",
              "kwargs": {"column": "weight", "min_value": 0, "max_value": 200, "mostly": 0.9},
              "severity": "critical"}]),
-        {"label": "animal", **GATES},
+        {"label": "animal", **GATES, **ZOO_GATES},
     )  # fmt: skip
     gauge = _gauge(700, rng)
     _write_pipeline(
@@ -159,7 +166,7 @@ def location(tmp_path_factory):
             {"type": "expect_column_values_to_be_between",
              "kwargs": {"column": "x0", "min_value": -10, "max_value": 10},
              "severity": "critical"}]),
-        {"label": "level", **GATES},
+        {"label": "level", **GATES, **GAUGE_GATES},
     )  # fmt: skip
 
     (root / "definitions.py").write_text(  # the user's code location, as `mlcicd init` writes

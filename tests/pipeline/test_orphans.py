@@ -86,3 +86,42 @@ def test_a_live_process_is_never_reaped(instance):
     (run,) = instance.get_runs()
     assert orphans.dead_reason(run) is None  # finished, and its process (us) is alive
     assert isinstance(orphans.orphans_tick(instance, {"live"}), dg.SkipReason)
+
+
+def test_a_run_dagster_failed_for_a_dead_worker_is_redone_once_and_others_are_not(instance):
+    """The code server that launched a daemon run fails it when its worker dies (before
+    our sensor sees it live): that failure is adopted and redone; a gate's failure, or a
+    crash that Dagster's own retries re-executed, is not."""
+    from dagster._utils import get_run_crash_explanation
+
+    @dg.op
+    def slow():
+        return 1
+
+    @dg.job(name="work")
+    def work():
+        slow()
+
+    def failed_like_the_code_server(crashed: bool):
+        run = instance.create_run_for_job(work, tags={"mlcicd/trigger": "test"})
+        if crashed:
+            message = get_run_crash_explanation(
+                prefix=f"Run execution process for {run.run_id}", exit_code=-9
+            )
+            instance.report_engine_event(message, run)
+        instance.report_run_failed(run)
+        return run
+
+    crashed = failed_like_the_code_server(True)
+    plain = failed_like_the_code_server(False)
+    retried = failed_like_the_code_server(True)
+    instance.create_run_for_job(work, tags={"dagster/parent_run_id": retried.run_id})
+
+    requests = orphans.orphans_tick(instance, {"work"})
+    (request,) = requests
+    assert request.run_key == f"redo:{crashed.run_id}"
+    tags = instance.get_run_by_id(crashed.run_id).tags
+    assert "terminated by signal 9 (SIGKILL)" in tags[orphans.ORPHAN_TAG]
+    assert tags["dagster/max_retries"] == "0"
+    assert instance.get_run_by_id(plain.run_id).tags[orphans.CHECKED_TAG] == "not a crash"
+    assert instance.get_run_by_id(retried.run_id).tags[orphans.CHECKED_TAG] == "retried by Dagster"
