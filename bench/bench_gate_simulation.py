@@ -94,7 +94,7 @@ def run_pipeline(spec, reps: int, jobs: int, only_size: int | None) -> list[str]
     from mlcicd_dagster.models.gates import DesignSizes, design_report
     from mlcicd_dagster.pipeline.model_gate import _gate_config
 
-    cfg = _gate_config(spec.gates_path, spec.behavioral_path)
+    cfg = _gate_config(spec.gates_path, spec.behavioral_path, spec.label)
     pool = pd.read_csv(spec.sample_path)
     golden = pd.read_csv(spec.golden_path)
     fit = simulation.spec_fit(spec)

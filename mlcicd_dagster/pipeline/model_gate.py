@@ -52,7 +52,7 @@ def waiting_for_rows(spec: PipelineSpec, read_rows: Callable[[], Any]) -> str | 
     give (the same hash split the training set uses) must have ``design.holdout_rows``
     rows: below that the gates' design does not hold (an equally good model would be
     rejected too often), so the pipeline waits for more rows instead of judging."""
-    design = _gate_config(spec.gates_path).design
+    design = _gate_config(spec.gates_path, spec.behavioral_path, spec.label).design
     if not design.wait_for_holdout_rows:
         return None
     rows = read_rows()  # read only when the design asks for it
