@@ -148,14 +148,14 @@ def train_candidate(
 
 
 @functools.lru_cache(maxsize=4)
-def _gate_config(path: Path, behavioral: Path | None = None) -> Any:
+def _gate_config(path: Path, behavioral: Path | None = None, label: str | None = None) -> Any:
     """The gates' config; the pipeline's ``behavioral`` file (defs.yaml), when declared,
-    is the behavioral gate's spec."""
+    is the behavioral gate's spec, and its ``label`` the label (declared once, there)."""
     import dataclasses
 
     from mlcicd_dagster.models.config import load_gate_config
 
-    config = load_gate_config(path)
+    config = load_gate_config(path, label)
     if behavioral is not None:
         config = dataclasses.replace(config, behavioral_path=behavioral)
     return config
@@ -181,7 +181,7 @@ def checked_gate_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.models.config import GateConfigError
     from mlcicd_dagster.models.gates import DesignSizes, design_report
 
-    cfg = _gate_config(spec.gates_path, spec.behavioral_path)
+    cfg = _gate_config(spec.gates_path, spec.behavioral_path, spec.label)
     try:
         golden = count_rows(spec.golden_path)
     except OSError as exc:
@@ -237,7 +237,7 @@ def judge_all(
     gate_args: dict[str, Any] = {
         "holdout": holdout,
         "golden": golden,
-        "config": _gate_config(spec.gates_path, spec.behavioral_path),
+        "config": _gate_config(spec.gates_path, spec.behavioral_path, spec.label),
         "candidate_uri": cand["model_uri"],
         "champion_uri": champion_uri,
         "tracking_uri": uri,
