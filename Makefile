@@ -36,9 +36,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not extended" $(PYTEST_ARGS)
 
-# The heavy suite kept out of `make test` so that it stays within CI's time on 2 cores:
-# the built wheel in a fresh virtual environment. Run it before a release and after
-# changing the packaging. (The fault-injection suite, tests/faults, is part of `make test`.)
+# `make test` runs every suite, the fault-injection suite (tests/faults: real kill -9 at
+# each rollout phase) and the built wheel in a fresh virtual environment
+# (tests/test_wheel.py: no network, ~3 min) included. `test-extended` runs what is marked
+# `extended` (nothing at present), for suites too heavy for CI's time on 2 cores.
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m extended $(PYTEST_ARGS)
 

@@ -39,6 +39,8 @@ GOAL_S = 10.0
 def _wall(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the child: user + system)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # bytecode as an installed package has it (pip compiles it at install)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
@@ -76,7 +78,7 @@ def simulate(tmp: Path, reps: int) -> dict[str, float]:
     from mlcicd_dagster.models.trainers import make_trainer
 
     folder = tmp / "assets" / "churn"
-    cfg = GateConfig.from_dict(yaml.safe_load((folder / "gates.yaml").read_text()))
+    cfg = GateConfig.from_yaml(folder / "gates.yaml")  # the label: from defs.yaml beside it
     golden = pd.read_csv(folder / "data" / "golden.csv.gz")
     defs = yaml.safe_load((folder / "defs.yaml").read_text())["attributes"]
     features = [*defs["features"]["numeric"], *defs["features"]["categorical"]]

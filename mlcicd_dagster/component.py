@@ -33,6 +33,7 @@ from pydantic import Field, PrivateAttr
 
 from mlcicd_dagster.errors import ConfigError
 from mlcicd_dagster.pipeline.spec import PipelineSpec, RolloutSpec, class_keys, label_key
+from mlcicd_dagster.platform import yamlio
 
 TYPE_NAME = "mlcicd_dagster.MLPipeline"
 # Values are taken as written: no Jinja templating of each string (that alone would cost
@@ -290,11 +291,16 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         if isinstance(classes, str):
             raise fail("classes", classes)
         if columns is not None and self.label in columns:
-            labels = _column_values(golden, self.label)
-            if labels is not None:
-                reason = _label_problem(self.task, classes, labels)
-                if reason:
-                    raise fail("label", f"golden set ({self.golden}): {reason}")
+            from mlcicd_dagster.platform.load_cache import remembered
+
+            def label_problem() -> str:
+                labels = _column_values(golden, self.label)
+                return "" if labels is None else _label_problem(self.task, classes, labels) or ""
+
+            args = {"task": self.task, "classes": classes, "label": self.label}
+            reason = remembered("golden_labels", [golden], args, label_problem)
+            if reason:
+                raise fail("label", f"golden set ({self.golden}): {reason}")
         factory = self.training.factory
         if factory is not None and factory.startswith("."):
             factory = _package_of(folder) + factory  # ".model:make": beside defs.yaml
@@ -529,7 +535,7 @@ def load_component(folder: Path) -> MLPipeline:
 
     source = Path(folder) / "defs.yaml"
     try:
-        raw = yaml.safe_load(source.read_text()) or {}
+        raw = yamlio.safe_load(source.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=str(source)) from exc
     if raw.get("type") != TYPE_NAME:

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mlcicd_dagster.platform import yamlio
+
 if TYPE_CHECKING:  # pragma: no cover
     import great_expectations as gx
     import pandas as pd
@@ -223,7 +225,7 @@ def load_suite(path: Path) -> Suite:
     except OSError as exc:
         raise SuiteError(f"cannot read suite file {path}: {exc}") from exc
     try:
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        raw = json.loads(text) if path.suffix.lower() == ".json" else yamlio.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise SuiteError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from exc
     return suite_from_dict(raw, source=str(path))

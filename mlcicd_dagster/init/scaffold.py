@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -67,6 +68,21 @@ location = load_location(Path(__file__).parent / "assets")
 defs = location.defs
 pipelines = location.pipelines
 '''
+
+# Beside a new definitions.py (when the folder has no pyproject.toml): `dg dev`, `dg check
+# defs`, `dg list defs` and `dg launch` need a Dagster project's [tool.dg] table.
+PYPROJECT_TOML = """# Written by `mlcicd init`: this folder is a Dagster project for `dg`
+# (dg dev, dg check defs, dg list defs, dg launch --assets); the code location is
+# definitions.py.
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "assets"
+defs_module = "assets"
+code_location_target_module = "definitions"
+code_location_name = "{name}"
+"""
 
 
 @dataclass
@@ -175,12 +191,9 @@ def _check_size(df: pd.DataFrame, profile: DataProfile) -> None:
             )
 
 
-def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -> GateSizing | None:
-    """The gates' sizing for the task (None when the task's gates are not sized here)."""
-    from mlcicd_dagster.init.sizing import reference_scores, size_binary
-
-    if profile.task != "binary":
-        return None
+def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -> GateSizing:
+    """The gates' sizing for the task: two reference retrains, then a power calculation."""
+    from mlcicd_dagster.init.sizing import reference_scores, size_binary, size_task
     from mlcicd_dagster.models.tasks import make_task
 
     classes = list(profile.classes)
@@ -191,6 +204,7 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
             features=list(profile.features),
             label=profile.label,
             classes=classes,
+            task=profile.task,
             trainer=TRAINER,
             trainer_params=TRAINER_PARAMS,
             seed=SEED,
@@ -199,9 +213,20 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
         raise InitError(
             f"the default {TRAINER} trainer cannot learn from this file: {exc}"
         ) from None
-    y = make_task("binary", classes).encode(golden[profile.label])
+    task = make_task(profile.task, classes if profile.task != "regression" else None)
+    y = task.encode(golden[profile.label])
     holdout = int(math.floor(HOLDOUT_FRACTION * len(pool)))
-    return size_binary(y, a, b, holdout_rows=holdout, reference_train_rows=train_rows)
+    if profile.task == "binary":
+        return size_binary(y, a, b, holdout_rows=holdout, reference_train_rows=train_rows)
+    return size_task(
+        profile.task,
+        y,
+        a,
+        b,
+        classes=classes,
+        holdout_rows=holdout,
+        reference_train_rows=train_rows,
+    )
 
 
 def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
@@ -223,13 +248,8 @@ def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
             "sample": "data/sample.csv.gz",
             "suite": "expectations.yaml",
             "gates": "gates.yaml",
-            # a multiclass canary is not analysed yet (the prediction log keeps one number
-            # per row): those models go blue-green
-            "rollout": (
-                {"strategy": "blue_green"}
-                if profile.task == "multiclass"
-                else {"strategy": "canary", "canary_steps": [0.05, 0.25, 0.5, 1.0]}
-            ),
+            # every task's canary judges its per-request loss (models.tasks)
+            "rollout": {"strategy": "canary", "canary_steps": [0.05, 0.25, 0.5, 1.0]},
             "monitoring": {"window_minutes": 60},
         }
     )
@@ -248,19 +268,12 @@ def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
     return head + body
 
 
-def gates_yaml(profile: DataProfile, sizing: GateSizing | None) -> str:
-    raw: dict[str, Any] = {"label": profile.label}
-    lines = ["# Model gates, written by `mlcicd init`."]
-    if sizing is not None:
-        raw.update(sizing.gate_values())
-        lines.append("# Sized by a power calculation (mlcicd_dagster.init.sizing):")
-        lines += [f"#   {s}" for s in sizing.lines()]
-    else:
-        lines += [
-            f"# Task {profile.task}: the comparison with the champion judges the task's own",
-            "# per-row loss and error (models.task_gates) with the library's margins; init",
-            "# sizes binary gates only, so these are not sized to this data yet.",
-        ]
+def gates_yaml(profile: DataProfile, sizing: GateSizing) -> str:
+    raw: dict[str, Any] = {}
+    lines = ["# Model gates, written by `mlcicd init` (the label is the pipeline's: defs.yaml)."]
+    raw.update(sizing.gate_values())
+    lines.append("# Sized by a power calculation (mlcicd_dagster.init.sizing):")
+    lines += [f"#   {s}" for s in sizing.lines()]
     lines += [
         "# Slices (judged per group, Holm-corrected) and a fairness column are yours to add:",
         "#   slices: [{column: <categorical>}, {column: <numeric>, edges: [lo, a, b, hi]}]",
@@ -285,14 +298,22 @@ def _write_csv_gz(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
 
 
-def _ensure_definitions(root: Path) -> bool:
-    path = root / "definitions.py"
+def _write_new(path: Path, text: str) -> bool:
+    """Write ``path`` atomically unless it exists (a user's file is never replaced)."""
     if path.exists():
         return False
-    tmp = path.with_name(f".definitions.py.{os.getpid()}.tmp")
-    tmp.write_text(DEFINITIONS_PY)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return True
+
+
+def _ensure_definitions(root: Path) -> bool:
+    wrote = _write_new(root / "definitions.py", DEFINITIONS_PY)
+    if wrote:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", root.name) or "mlcicd"
+        _write_new(root / "pyproject.toml", PYPROJECT_TOML.format(name=name))
+    return wrote
 
 
 def init_pipeline(
@@ -371,8 +392,8 @@ def _verify(folder: Path, profile: DataProfile) -> float:
 
     spec = load_spec(folder)
     suite = load_suite(spec.suite_path)
-    if suite.label != profile.label or spec.label != profile.label:
-        raise InitError(f"internal: the written label is {suite.label!r}, not {profile.label!r}")
+    if suite.label is not None or spec.label != profile.label:
+        raise InitError(f"internal: the written label is {spec.label!r}, not {profile.label!r}")
     cfg = checked_gate_config(spec)  # refuses a design that fails equal models too often
     sizes = DesignSizes(cfg.design.holdout_rows, count_rows(spec.golden_path), spec.task)
     report = design_report(cfg, sizes)

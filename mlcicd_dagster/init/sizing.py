@@ -56,6 +56,14 @@ chance: its first batches may be far smaller than the file (a smaller holdout, a
 trained on fewer rows), and the floor is there to stop a useless model, not a young one."""
 
 
+_METRIC_WORDS = {
+    ("multiclass", "loss"): "log-loss (nats per row)",
+    ("multiclass", "error"): "error rate",
+    ("regression", "loss"): "squared error (share of the champion's mean)",
+    ("regression", "error"): "absolute error (share of the champion's mean)",
+}
+
+
 @dataclass(frozen=True)
 class MetricSizing:
     metric: str  # auc | log_loss
@@ -110,10 +118,16 @@ class GateSizing:
             f"{sum(len(m.designs) for m in self.metrics)} one-sided tests at alpha {ALPHA})",
         ]
         for m in self.metrics:
+            what = _METRIC_WORDS.get((self.task, m.metric), m.metric)
             out.append(
-                f"{m.metric}: margin {m.margin:.4g}; a model worse by >= {m.caught:.4g} is "
+                f"{what}: margin {m.margin:.4g}; a model worse by >= {m.caught:.4g} is "
                 f"rejected with probability >= {CATCH_POWER} (per-row SD of two honest "
                 f"retrains' difference {m.sd_per_row:.4g}, widened x{SD_SAFETY})"
+            )
+        if self.task != "binary":
+            out.append(
+                "first model: its loss must beat the constant model's (class shares, or the "
+                "mean label) with 95% confidence"
             )
         if self.auc_floor is not None:
             out.append(
@@ -154,33 +168,40 @@ def reference_scores(
     features: list[str],
     label: str,
     classes: list[Any],
+    task: str = "binary",
     trainer: str = "sklearn",
     trainer_params: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """P(``classes[1]``) on ``golden`` of two honest retrains (disjoint halves of ``pool``).
+    """The task's outputs on ``golden`` of two honest retrains (disjoint halves of
+    ``pool``): P(``classes[1]``) for binary, class probabilities for multiclass, values
+    for regression.
 
-    The pipeline's own trainer for a binary task with these classes, on raw labels (the
-    task encodes them). One thread each: OpenMP's spinning threads cost ten times more
-    than they save on a shared machine at these sizes (measured: 10 s vs 0.6 s for
-    2,000 rows on 2 busy cores).
+    The pipeline's own trainer for the task, on raw labels (the task encodes them). One
+    thread each: OpenMP's spinning threads cost ten times more than they save on a shared
+    machine at these sizes (measured: 10 s vs 0.6 s for 2,000 rows on 2 busy cores).
     """
     from mlcicd_dagster.models.tasks import make_task
     from mlcicd_dagster.models.trainers import make_trainer
 
-    task = make_task("binary", classes)
-    y = task.encode(pool[label])
-    first, second = _halves(y, seed)
+    t = make_task(task, classes if task != "regression" else None)
+    y = t.encode(pool[label])
+    first, second = _halves(y, seed) if task != "regression" else _plain_halves(len(y), seed)
     scores = []
     for i, idx in enumerate((first, second)):
-        model = make_trainer(trainer, trainer_params or {}, task=task).fit(
+        model = make_trainer(trainer, trainer_params or {}, task=t).fit(
             pool.iloc[idx][features].reset_index(drop=True),
             pool[label].iloc[idx].reset_index(drop=True),
             seed=seed + i,
             threads=1,
         )
-        scores.append(np.asarray(model.predictor.predict_proba(golden[features]), np.float64))
+        scores.append(np.asarray(model.predictor.predict(golden[features]), np.float64))
     return scores[0], scores[1], min(len(first), len(second))
+
+
+def _plain_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.random.default_rng(seed).permutation(n)
+    return np.sort(idx[: n // 2]), np.sort(idx[n // 2 :])
 
 
 def size_binary(
@@ -272,4 +293,106 @@ def size_binary(
         auc_floor=floor,
         floor_false_rejection=float(floor_fr),
         notes=tuple(notes),
+    )
+
+
+MAX_ERROR_MARGIN = 0.15
+"""Multiclass: a gate that must accept 15 more errors per 100 rows judges nothing useful."""
+MAX_RELATIVE_MARGIN = 1.0
+"""Regression: a gate that must accept twice the champion's squared error: refused."""
+TASK_METRICS = {
+    # task -> ((metric, gates.yaml key, relative to the champion's mean?), ...)
+    "multiclass": (("loss", "loss_margin", False), ("error", "error_margin", False)),
+    "regression": (("loss", "relative_margin", True), ("error", "relative_error_margin", True)),
+}
+
+
+def size_task(
+    task: str,
+    y_golden: np.ndarray,
+    out_a: np.ndarray,
+    out_b: np.ndarray,
+    *,
+    classes: list[Any] | None = None,
+    holdout_rows: int,
+    reference_train_rows: int = 0,
+) -> GateSizing:
+    """Margins for a multiclass or regression task from two reference retrains' outputs.
+
+    The task gates (``models.task_gates``) judge the paired per-row differences of the
+    task's loss and error (multiclass: log-loss and 0/1 error; regression: squared and
+    absolute error, with margins as shares of the champion's mean) by a one-sided CLT
+    bound on each set. The per-row SD of those differences between two honest retrains is
+    measured here (regression: divided by the reference's mean, as the margins are), and
+    each margin is the smallest that keeps an equally good model's false rejection of its
+    four tests within ``1 - TARGET_PASS`` together (union bound).
+    """
+    from mlcicd_dagster.models import stats
+    from mlcicd_dagster.models.tasks import make_task
+
+    t = make_task(task, classes if task != "regression" else None)
+    y = np.asarray(y_golden)
+    sizes = {"holdout": int(holdout_rows), "golden": len(y)}
+    if min(sizes.values()) < 20:
+        raise InitError(
+            f"too few rows for the gates: the golden set has {len(y)} rows and the holdout "
+            f"would have {holdout_rows}; each needs >= 20 rows"
+        )
+    metrics = TASK_METRICS[task]
+    per_test = (1 - TARGET_PASS) / (len(metrics) * len(SETS))
+    sized: list[MetricSizing] = []
+    total = 0.0
+    reference: dict[str, float] = {}
+    for metric, key, relative in metrics:
+        row = t.row_loss if metric == "loss" else t.row_error
+        la, lb = row(y, out_a), row(y, out_b)
+        scale = float(np.mean((la + lb) / 2)) if relative else 1.0
+        reference[metric] = float(np.mean(la))
+        if relative and scale <= 0:
+            raise InitError(f"the reference retrains fit the golden set exactly ({metric} 0)")
+        sd = float(np.std(la - lb, ddof=1)) / scale
+        sd_used = max(sd * SD_SAFETY, 1e-6)
+        need = max(
+            stats.margin_for_false_rejection(sd_used, n, ALPHA, per_test) for n in sizes.values()
+        )
+        margin = _round_up(need)
+        designs = []
+        caught = math.inf
+        for set_name, n in sizes.items():
+            se = sd_used / math.sqrt(n)
+            worse = margin + se * (stats.z_quantile(ALPHA) + stats.z_quantile(1 - CATCH_POWER))
+            d = stats.design_non_inferiority(
+                n=n,
+                sd_per_row=sd_used,
+                margin=margin,
+                alpha=ALPHA,
+                worse_by=worse,
+                target=per_test,
+                name=f"{metric} on {set_name}",
+            )
+            designs.append({"set": set_name, **d.to_dict()})
+            total += d.false_rejection
+            caught = min(caught, worse)
+        sized.append(MetricSizing(metric, key, sd, margin, tuple(designs), _round_up(caught)))
+    limit_key, limit = (
+        ("error", MAX_ERROR_MARGIN) if task == "multiclass" else ("loss", MAX_RELATIVE_MARGIN)
+    )
+    judged = next(m for m in sized if m.metric == limit_key)
+    if judged.margin > limit:
+        rows = stats.rows_for_false_rejection(judged.sd_per_row * SD_SAFETY, limit, ALPHA, per_test)
+        what = "error-rate margin" if task == "multiclass" else "relative squared-error margin"
+        raise InitError(
+            f"too few rows for the gates: at this size an equally good model passes only with "
+            f"a {what} of {judged.margin:.3f} (> {limit}); the golden set and the holdout "
+            f"each need >= {rows} rows (the holdout is {HOLDOUT_FRACTION:.0%} of the landed "
+            "rows): add rows to the file"
+        )
+    return GateSizing(
+        task=task,
+        golden_rows=len(y),
+        holdout_rows=int(holdout_rows),
+        reference_train_rows=int(reference_train_rows),
+        reference=reference,
+        metrics=tuple(sized),
+        false_rejection=float(stats.combined_false_rejection([total])),
     )

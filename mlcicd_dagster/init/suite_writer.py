@@ -309,9 +309,8 @@ def column_summary(col: ColumnProfile) -> str:
 
 def build_suite(profile: DataProfile, name: str) -> dict[str, Any]:
     """The suite as a mapping (what ``data.suite.suite_from_dict`` reads)."""
-    policy: dict[str, Any] = {"extra_columns": "warn", "label": profile.label}
-    if profile.id_column is not None:
-        policy["id_column"] = profile.id_column
+    # the label and the ID column are declared once, in defs.yaml (the suite checks them)
+    policy: dict[str, Any] = {"extra_columns": "warn"}
     expectations: list[dict[str, Any]] = [
         _exp(
             "expect_table_columns_to_match_set",

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mlcicd_dagster.platform import yamlio
 from mlcicd_dagster.platform.lazy import lazy
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class BehavioralOutcome:
 
 def load_spec(path: str | Path) -> dict[str, Any]:
     try:
-        spec = yaml.safe_load(Path(path).read_text()) or {}
+        spec = yamlio.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise BehavioralSpecError(f"cannot read behavioral tests {path}: {exc}") from exc
     if not isinstance(spec, dict):

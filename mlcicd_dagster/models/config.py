@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from mlcicd_dagster.platform import yamlio
+
 
 class GateConfigError(ValueError):
     """The gate configuration is malformed (message names the key)."""
@@ -47,11 +49,19 @@ class DesignSpec:
     """What "clearly worse" means per metric: the design's power is for this."""
     max_false_rejection: float = 0.10
     """Refuse the config when the whole set of gates would fail an equal model more often."""
+    wait_for_holdout_rows: bool = False
+    """Train and judge no model before the landed rows' holdout has ``holdout_rows`` rows:
+    the training sensor skips with "waiting for more rows" (the design's error rates hold
+    only at or above its sizes). For small data sets, where an early batch's holdout
+    would be too small for the gates to judge it soundly."""
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    label: str
+    label: str = ""
+    """The label column. Declared once, in the pipeline's ``defs.yaml``: the pipeline hands
+    it over (``load_gate_config(path, label=...)``); a gates file may still name it (the
+    same column, or the pipeline refuses to load)."""
     alpha: float = 0.05
     """One-sided level of every non-inferiority bound."""
     auc_margin: float = 0.02
@@ -117,8 +127,12 @@ class GateConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> GateConfig:
-        if not isinstance(raw, dict) or "label" not in raw:
-            raise GateConfigError("gate config needs at least `label:`")
+        if not isinstance(raw, dict):
+            raise GateConfigError("gate config must be a mapping")
+        if not raw.get("label"):
+            raise GateConfigError(
+                "gate config: no label: declare it once, as `label:` in the pipeline's defs.yaml"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -153,13 +167,37 @@ class GateConfig:
             raise GateConfigError(str(exc)) from exc
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> GateConfig:
+    def from_yaml(cls, path: str | Path, label: str | None = None) -> GateConfig:
+        """The gates file at ``path``; ``label``: the pipeline's (else the one in the
+        ``defs.yaml`` beside the file, else the file's own ``label:``)."""
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yamlio.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise GateConfigError(f"cannot read gate config {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise GateConfigError(f"{path}: gate config must be a mapping")
+        label = label or _pipeline_label(path.parent / "defs.yaml")
+        if label is not None:
+            own = raw.get("label")
+            if own is not None and str(own) != label:
+                raise GateConfigError(
+                    f"{path}: label: {own!r} differs from the pipeline's label {label!r} "
+                    "(declared in defs.yaml; remove it here)"
+                )
+            raw = {**raw, "label": label}
         return cls.from_dict(raw, base_dir=path.parent)
+
+
+def _pipeline_label(defs: Path) -> str | None:
+    """``attributes.label`` of a pipeline's ``defs.yaml`` (None: no such file or field)."""
+    try:
+        raw = yamlio.safe_load(defs.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    attrs = raw.get("attributes") if isinstance(raw, dict) else None
+    label = attrs.get("label") if isinstance(attrs, dict) else None
+    return None if label is None else str(label)
 
 
 def _design(raw: Any) -> DesignSpec:
@@ -181,6 +219,7 @@ def _design(raw: Any) -> DesignSpec:
         }
         rows = int(raw.get("holdout_rows", base.holdout_rows))
         top = float(raw.get("max_false_rejection", base.max_false_rejection))
+        wait = raw.get("wait_for_holdout_rows", base.wait_for_holdout_rows)
     except (TypeError, ValueError) as exc:
         raise GateConfigError(f"design: {exc}") from exc
     if rows < 20:
@@ -189,8 +228,10 @@ def _design(raw: Any) -> DesignSpec:
         raise GateConfigError(f"design.max_false_rejection must be in (0, 1), got {top}")
     if any(v <= 0 for v in (*sd.values(), *worse.values())):
         raise GateConfigError("design.sd_per_row and design.worse_by must be positive")
-    return DesignSpec(rows, sd, worse, top)
+    if not isinstance(wait, bool):
+        raise GateConfigError(f"design.wait_for_holdout_rows must be true or false, got {wait!r}")
+    return DesignSpec(rows, sd, worse, top, wait)
 
 
-def load_gate_config(path: str | Path) -> GateConfig:
-    return GateConfig.from_yaml(path)
+def load_gate_config(path: str | Path, label: str | None = None) -> GateConfig:
+    return GateConfig.from_yaml(path, label)

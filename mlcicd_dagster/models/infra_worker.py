@@ -8,7 +8,7 @@ every scikit-learn module and so imports torch): more than training the model.
 
 So the fresh process comes in two parts, in the manner of multiprocessing's forkserver:
 
-* the **worker** (``python -m mlcicd_dagster.models.infra_worker``) imports what the
+* the **worker** (``python -m mlcicd_dagster.serving.infra_answer``) imports what the
   model server imports, and nothing model-specific, then waits for jobs on stdin, one
   JSON line each;
 * each job is served by a **child forked from that clean state**: a process that has
@@ -16,7 +16,7 @@ So the fresh process comes in two parts, in the manner of multiprocessing's fork
   server's loader (``serving.deployment.default_loader`` -> ``load_predictor``) and
   answers the job's rows the way the server answers ``/invocations``: a JSON body
   decoded by orjson, parsed by ``serving.payload.parse_body``, turned into the feature
-  matrix and scored by ``serving.deployment.score_fn``. Its answers go to files next to
+  matrix and scored by ``models.predictor.score_fn``. Its answers go to files next to
   ``Job.out``; its stdout and stderr to ``<out>.log``. The worker replies one JSON line
   per job: the child's exit code.
 
@@ -34,7 +34,6 @@ process-wide forkserver (and its preload list) with anything else in the Dagster
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import select
@@ -43,6 +42,10 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict, dataclass
+
+#: The worker's code runs the serving code, so it lives in ``serving`` (which may import
+#: ``models``); this module only starts it by name, so ``models`` never imports ``serving``.
+WORKER_MODULE = "mlcicd_dagster.serving.infra_answer"
 
 SINGLE_ROW_REQUESTS = 20
 """Single-row requests answered by the child besides the one batch request: single
@@ -70,7 +73,7 @@ class Worker:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            [sys.executable, "-m", WORKER_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # each child logs to its own file
@@ -167,141 +170,3 @@ def release(worker: Worker) -> None:
 def idle_worker() -> Worker | None:
     """The idle worker, if any (for tests and diagnostics)."""
     return _IDLE
-
-
-# ---------------------------------------------------------------------------
-# inside the worker process
-# ---------------------------------------------------------------------------
-def _preload() -> None:
-    """Import what answering a job needs, so that forked children start with it loaded.
-
-    Exactly what the model server imports to load and score a model (plus MLflow's SQL
-    stores, which its client imports on first use): no model, no connection, no thread
-    pool is created here.
-    """
-    import mlflow.artifacts  # noqa: F401
-    import mlflow.models  # noqa: F401
-    import mlflow.sklearn  # noqa: F401
-    import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    import orjson  # noqa: F401
-    import pandas  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
-    import skops.io  # noqa: F401
-
-    import mlcicd_dagster.models.loading  # noqa: F401
-    import mlcicd_dagster.serving.deployment  # noqa: F401
-    import mlcicd_dagster.serving.payload  # noqa: F401
-
-
-def answer(job: Job) -> None:
-    """Load the artifact as the server does and answer the rows as ``/invocations`` does."""
-    import numpy as np
-    import orjson
-    import pandas as pd
-
-    from mlcicd_dagster.models.trust import declare_trusted_types, model_name_of
-    from mlcicd_dagster.rollout.state import ModelRef
-    from mlcicd_dagster.serving.config import ServerConfig
-    from mlcicd_dagster.serving.deployment import default_loader, score_fn
-    from mlcicd_dagster.serving.mlflow_compat import MlflowParser, plan_for
-    from mlcicd_dagster.serving.payload import fast_matrix, parse_body
-
-    # As a server started from the pipeline's code location knows them (`mlcicd serve`)
-    declare_trusted_types(model_name_of(job.model_uri) or "", job.trusted_types)
-    predictor = default_loader(ModelRef(version="", model_uri=job.model_uri), job.tracking_uri)
-    score = score_fn(predictor)
-    names = list(predictor.feature_names)
-    max_rows = ServerConfig().max_rows_per_request
-    # the model's columns in its order: MLflow takes a tensor (torch) model's by position
-    rows = pd.read_parquet(job.rows_path)[names]
-
-    # The request body becomes the feature matrix as the server makes it (serving.app):
-    # the fast path, else MLflow's parsing for a model with a signature, else our parser.
-    meta = getattr(predictor, "mlmodel", None)
-    fast, use_mlflow = plan_for(meta, names)
-    parser = MlflowParser(meta, names) if use_mlflow else None
-
-    def matrix(body: bytes) -> np.ndarray:
-        obj = orjson.loads(body)
-        out = fast_matrix(obj, fast) if fast is not None else None
-        if out is not None:
-            return out
-        if parser is not None:
-            parsed = parser.parse(body, "application/json")
-            if not isinstance(parsed, np.ndarray):
-                raise RuntimeError(f"the server would answer {parsed}")
-            return parsed
-        return parse_body(obj, max_rows).matrix(names)
-
-    def request(frame: pd.DataFrame) -> np.ndarray:
-        data = frame.astype(object).where(frame.notna(), None).values.tolist()
-        body = orjson.dumps({"dataframe_split": {"columns": list(frame.columns), "data": data}})
-        return np.asarray(score(matrix(body)))
-
-    batch = request(rows)
-    single = np.array([request(rows.iloc[[i]])[0] for i in range(min(job.single_rows, len(rows)))])
-    np.save(job.out + ".batch.npy", batch)
-    np.save(job.out + ".single.npy", single)
-    with open(job.out + ".json", "w") as f:
-        json.dump(
-            {
-                "version": predictor.version,
-                "features": names,
-                "flavor": getattr(predictor, "flavor", ""),
-                "pid": os.getpid(),
-            },
-            f,
-        )
-
-
-def _child(job: Job) -> int:
-    """Runs in the forked child: answer the job with stdout/stderr in ``<out>.log``."""
-    log = os.open(job.out + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    try:
-        answer(job)
-        return 0
-    except BaseException:  # noqa: BLE001 - reported through the log and the exit code
-        import traceback
-
-        traceback.print_exc()
-        return 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-
-
-def _serve_one(job: Job) -> int:
-    pid = os.fork()  # POSIX only, as the rest of the local environment
-    if pid == 0:
-        gc.enable()
-        os._exit(_child(job))
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
-def main() -> None:
-    # CPython's advice for a process that forks workers: no collection in the parent,
-    # its objects frozen out of the collector before forking (a child's collections then
-    # neither scan nor copy-on-write the preloaded modules), collection on in the child.
-    gc.disable()
-    try:
-        _preload()
-    except Exception:  # noqa: BLE001 - each child imports again and logs the real error
-        pass
-    gc.freeze()
-    out = sys.stdout
-    for line in sys.stdin:  # ends when the parent closes the pipe (or exits)
-        if not line.strip():
-            continue
-        code = _serve_one(Job(**json.loads(line)))
-        out.write(json.dumps({"exit": code}) + "\n")
-        out.flush()
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,8 @@ rather than hand a caller something that is not a probability of a positive clas
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -37,3 +38,27 @@ class Predictor(Protocol):
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         """P(positive class) per row; binary tasks only."""
         ...
+
+
+def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """What scores a request's feature matrix, as the model server calls a model (also the
+    serving-budget and infra-validation gates).
+
+    Our own predictors take the matrix as is; any other ``Predictor`` gets a DataFrame.
+    ``predict`` is the task's output (P(positive) for binary, as ``predict_proba``).
+    """
+    try:
+        from mlcicd_dagster.models.loading import SklearnPredictor, TorchPredictor
+
+        takes_matrix = isinstance(predictor, (SklearnPredictor, TorchPredictor))
+    except ImportError:  # pragma: no cover - the models package is part of the library
+        takes_matrix = False
+    if takes_matrix:
+        return predictor.predict  # type: ignore[no-any-return]
+    names = list(predictor.feature_names)
+
+    def score(matrix: np.ndarray) -> np.ndarray:
+        fn = getattr(predictor, "predict", None) or predictor.predict_proba
+        return np.asarray(fn(pd.DataFrame(matrix, columns=names)))
+
+    return score

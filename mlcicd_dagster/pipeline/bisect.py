@@ -129,7 +129,7 @@ class GoldenJudge:
         self.spec = spec
         self.champion = champion
         self.golden = pd.read_csv(spec.golden_path)
-        self.config = _gate_config(spec.gates_path)
+        self.config = _gate_config(spec.gates_path, None, spec.label)
 
     def __call__(self, predictor: Any) -> "TrialOutcome":
         from mlcicd_dagster.models.bisect import TrialOutcome

@@ -60,7 +60,7 @@ def run_ci(p: PipelineDefs, *, report_path: Path, sample_rows: int) -> int:
             model_name=spec.model_name,
             holdout=holdout,
             golden=pd.read_csv(spec.golden_path),
-            config=_gate_config(spec.gates_path, spec.behavioral_path),
+            config=_gate_config(spec.gates_path, spec.behavioral_path, spec.label),
             candidate_tracking_uri=home.tracking_uri,
         )
     text = report.to_markdown()
@@ -91,6 +91,7 @@ def _run_pipeline(p: PipelineDefs, home: Home) -> tuple[bool, str]:
 
     from mlcicd_dagster.data.landing import partition_key_for
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
+    from mlcicd_dagster.platform.deploy_targets import LocalDeployTarget
     from mlcicd_dagster.platform.resources import MlcicdResource
 
     spec = p.spec
@@ -100,7 +101,11 @@ def _run_pipeline(p: PipelineDefs, home: Home) -> tuple[bool, str]:
     selection = [dg.AssetKey(spec.key(n)) for n in ("raw_batch", "validated_batch")]
     selection += [dg.AssetKey(spec.key(n)) for n in ("training_set", "model")]
     data_checks = [c for c in p.asset_checks if _checks_asset(c, spec.key("raw_batch"))]
-    resources = {"mlcicd": MlcicdResource(home_dir=str(home.root), tracking_uri=home.tracking_uri)}
+    resources = {
+        "mlcicd": MlcicdResource(home_dir=str(home.root), tracking_uri=home.tracking_uri),
+        # the pipeline's deployment ops ask for one; CI stops at the model and deploys nothing
+        "deploy_target": LocalDeployTarget(),
+    }
     try:
         for part_key, assets in ((key, selection[:2]), (None, selection[2:])):
             result = dg.materialize(

@@ -40,8 +40,12 @@ def landed_file(landing: Path, partition_key: str) -> Path | None:
 
 def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefinition):
     from mlcicd_dagster.pipeline.data_gate import drift_rules
+    from mlcicd_dagster.platform.load_cache import remembered
 
-    drift_rules(spec)  # a bad drift rule is refused when the code location loads
+    # a bad drift rule (or a label the suite names differently) is refused when the code
+    # location loads; a suite checked before (same bytes) is not parsed again
+    args = {"features": list(spec.features), "label": spec.label, "id": spec.id_column}
+    remembered("drift_rules", [spec.suite_path], args, lambda: bool(drift_rules(spec)))
     raw_key = dg.AssetKey(spec.key("raw_batch"))
 
     @dg.asset(

@@ -45,13 +45,25 @@ def _row_hashes(df: Any, spec: PipelineSpec) -> Any:
 
 def drift_rules(spec: PipelineSpec) -> Any:
     """The pipeline's drift rules (its suite's ``meta.mlcicd.drift``), checked."""
-    from mlcicd_dagster.data.drift import DriftRules
+    from mlcicd_dagster.data.drift_rules import DriftRules
 
     columns = [*spec.features, spec.label]
+    suite = _suite(spec.suite_path)
+    # The label and the ID are declared once, in defs.yaml; an older suite may still name
+    # them in meta.mlcicd, and then they must agree.
+    for field, own, declared in (
+        ("label", suite.label, spec.label),
+        ("id_column", suite.id_column, spec.id_column),
+    ):
+        if own is not None and own != declared:
+            from mlcicd_dagster.data.suite import SuiteError
+
+            raise SuiteError(
+                f"{spec.suite_path}: meta.mlcicd.{field} {own!r} differs from the pipeline's "
+                f"{field} {declared!r} (declared in defs.yaml; remove it from the suite)"
+            )
     try:
-        return DriftRules.from_suite_meta(
-            _suite(spec.suite_path).meta, columns=columns, source=str(spec.suite_path)
-        )
+        return DriftRules.from_suite_meta(suite.meta, columns=columns, source=str(spec.suite_path))
     except ValueError as exc:
         from mlcicd_dagster.data.suite import SuiteError
 

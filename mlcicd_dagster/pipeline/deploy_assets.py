@@ -13,6 +13,7 @@ import dagster as dg
 from mlcicd_dagster.pipeline.data_assets import ELIGIBLE
 from mlcicd_dagster.pipeline.deploy_config import DECISION_CHECKS, RolloutConfig
 from mlcicd_dagster.pipeline.spec import PipelineSpec
+from mlcicd_dagster.platform.deploy_targets import DeployTargetResource
 from mlcicd_dagster.platform.resources import MlcicdResource
 
 # One rollout per model at a time, whoever launched it (daemon, cycle, UI).
@@ -24,17 +25,25 @@ def build_deploy_assets(spec: PipelineSpec):
 
     @dg.op(name=f"{spec.dataset}__prepare_rollout", tags=tags, ins={"model": dg.In(dg.Nothing)})
     def prepare_rollout(
-        context: dg.OpExecutionContext, mlcicd: MlcicdResource, config: RolloutConfig
+        context: dg.OpExecutionContext,
+        mlcicd: MlcicdResource,
+        deploy_target: DeployTargetResource,
+        config: RolloutConfig,
     ) -> dict:
         from mlcicd_dagster.pipeline.deploy_ops import prepare
 
-        return prepare(spec, mlcicd, config, context.log)
+        return prepare(spec, mlcicd, config, context.log, deploy_target)
 
     @dg.op(name=f"{spec.dataset}__roll_out", tags=tags)
-    def roll_out(context: dg.OpExecutionContext, mlcicd: MlcicdResource, plan: dict) -> dict:
+    def roll_out(
+        context: dg.OpExecutionContext,
+        mlcicd: MlcicdResource,
+        deploy_target: DeployTargetResource,
+        plan: dict,
+    ) -> dict:
         from mlcicd_dagster.pipeline.deploy_ops import execute_rollout
 
-        return execute_rollout(spec, mlcicd, plan, context.run.run_id, context.log)
+        return execute_rollout(spec, mlcicd, plan, context.run.run_id, context.log, deploy_target)
 
     @dg.op(name=f"{spec.dataset}__record_rollout", tags=tags)
     def record_rollout(context: dg.OpExecutionContext, mlcicd: MlcicdResource, outcome: dict):

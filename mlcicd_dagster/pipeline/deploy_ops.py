@@ -35,15 +35,14 @@ CANARY_ENV = {
 STEPS_ENV = "MLCICD_CANARY_STEPS"  # e.g. "0.3,0.6": traffic steps instead of the spec's
 
 
-def make_target(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
-    """The deploy target of this environment (``MlcicdResource.deploy_target``)."""
-    if mlcicd.deploy_target == "k8s":
-        from mlcicd_dagster.rollout.k8s_target import K8sTarget
+def make_target(spec: PipelineSpec, mlcicd: MlcicdResource, deploy_target: Any = None) -> Any:
+    """The pipeline's deploy target, from the ``deploy_target`` resource (default: the one
+    the environments table gives this ``MLCICD_ENV``)."""
+    if deploy_target is None:
+        from mlcicd_dagster.platform.environments import current_environment
 
-        return K8sTarget.from_env(mlcicd.home, spec.model_name)
-    from mlcicd_dagster.rollout.local_target import LocalTarget
-
-    return LocalTarget(mlcicd.home, spec.model_name, tracking_uri=mlcicd.mlflow_uri)
+        deploy_target = current_environment().resources()["deploy_target"]
+    return deploy_target.target(spec, mlcicd)
 
 
 def _client(mlcicd: MlcicdResource) -> Any:
@@ -52,9 +51,15 @@ def _client(mlcicd: MlcicdResource) -> Any:
     return client(mlcicd.setup_mlflow())
 
 
-def prepare(spec: PipelineSpec, mlcicd: MlcicdResource, config: RolloutConfig, log: Logger):
+def prepare(
+    spec: PipelineSpec,
+    mlcicd: MlcicdResource,
+    config: RolloutConfig,
+    log: Logger,
+    deploy_target: Any = None,
+):
     # An interrupted rollout is the controller's to finish or revert, not this step's.
-    target, client = make_target(spec, mlcicd), _client(mlcicd)
+    target, client = make_target(spec, mlcicd, deploy_target), _client(mlcicd)
     state = target.read_state()
     plan: dict[str, Any] = {"forced": bool(config.version)}
     if config.version:
@@ -138,7 +143,12 @@ def shadow_config(spec: PipelineSpec) -> Any:
 
 
 def execute_rollout(
-    spec: PipelineSpec, mlcicd: MlcicdResource, plan: dict, run_id: str, log: Logger
+    spec: PipelineSpec,
+    mlcicd: MlcicdResource,
+    plan: dict,
+    run_id: str,
+    log: Logger,
+    deploy_target: Any = None,
 ) -> dict[str, Any]:
     if plan.get("action") != "deploy":
         log.info(f"nothing to roll out: {plan.get('why')}")
@@ -149,7 +159,7 @@ def execute_rollout(
     from mlcicd_dagster.rollout import controller
     from mlcicd_dagster.rollout.state import ModelRef
 
-    target, client = make_target(spec, mlcicd), _client(mlcicd)
+    target, client = make_target(spec, mlcicd, deploy_target), _client(mlcicd)
     candidate = ModelRef(
         version=plan["version"], model_uri=plan["model_uri"], run_id=plan["run_id"]
     )

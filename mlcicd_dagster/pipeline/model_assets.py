@@ -18,11 +18,25 @@ from mlcicd_dagster.platform.resources import MlcicdResource
 
 
 def model_gates_of(spec: PipelineSpec) -> dict[str, str]:
-    """The pipeline's gates (name -> description), after checking the config's design."""
-    from mlcicd_dagster.models.gates import gates_of
-    from mlcicd_dagster.pipeline.model_gate import checked_gate_config
+    """The pipeline's gates (name -> description), after checking the config's design;
+    remembered by the files' bytes (``platform.load_cache``) unless the config imports
+    gate modules of its own (their code is not part of the key)."""
+    from mlcicd_dagster.platform.load_cache import remembered
 
-    return {g.name: g.description for g in gates_of(checked_gate_config(spec))}
+    def check() -> dict[str, object]:
+        from mlcicd_dagster.models.gates import gates_of
+        from mlcicd_dagster.pipeline.model_gate import checked_gate_config
+
+        cfg = checked_gate_config(spec)
+        gates = {g.name: g.description for g in gates_of(cfg)}
+        return {"gates": gates, "own_modules": bool(cfg.gate_modules)}
+
+    files = [spec.gates_path, spec.golden_path, spec.behavioral_path]
+    args = {"label": spec.label, "task": str(spec.task)}
+    found = remembered("model_gates", files, args, check)
+    if found["own_modules"]:
+        found = check()
+    return dict(found["gates"])  # type: ignore[call-overload]
 
 
 def build_model_assets(spec: PipelineSpec):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from logging import Logger
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,27 @@ def holdout_mask(df: Any, spec: PipelineSpec) -> Any:
     else:
         h = row_hashes(df)
     return (h % HOLDOUT_BUCKETS) < int(spec.holdout_fraction * HOLDOUT_BUCKETS)
+
+
+def waiting_for_rows(spec: PipelineSpec, read_rows: Callable[[], Any]) -> str | None:
+    """Why no model may be trained and judged on the landed rows yet, or None.
+
+    With ``design.wait_for_holdout_rows`` in the gates config, the holdout these rows
+    give (the same hash split the training set uses) must have ``design.holdout_rows``
+    rows: below that the gates' design does not hold (an equally good model would be
+    rejected too often), so the pipeline waits for more rows instead of judging."""
+    design = _gate_config(spec.gates_path, spec.behavioral_path, spec.label).design
+    if not design.wait_for_holdout_rows:
+        return None
+    rows = read_rows()  # read only when the design asks for it
+    n = int(holdout_mask(rows, spec).sum()) if len(rows) else 0
+    if n >= design.holdout_rows:
+        return None
+    return (
+        f"waiting for more rows: the {len(rows):,} landed rows give a {n}-row holdout; "
+        f"the gates' design needs {design.holdout_rows} (design.holdout_rows in "
+        f"{spec.gates_path.name}) to judge a model soundly"
+    )
 
 
 def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.MaterializeResult:
@@ -148,14 +169,14 @@ def train_candidate(
 
 
 @functools.lru_cache(maxsize=4)
-def _gate_config(path: Path, behavioral: Path | None = None) -> Any:
+def _gate_config(path: Path, behavioral: Path | None = None, label: str | None = None) -> Any:
     """The gates' config; the pipeline's ``behavioral`` file (defs.yaml), when declared,
-    is the behavioral gate's spec."""
+    is the behavioral gate's spec, and its ``label`` the label (declared once, there)."""
     import dataclasses
 
     from mlcicd_dagster.models.config import load_gate_config
 
-    config = load_gate_config(path)
+    config = load_gate_config(path, label)
     if behavioral is not None:
         config = dataclasses.replace(config, behavioral_path=behavioral)
     return config
@@ -181,7 +202,7 @@ def checked_gate_config(spec: PipelineSpec) -> Any:
     from mlcicd_dagster.models.config import GateConfigError
     from mlcicd_dagster.models.gates import DesignSizes, design_report
 
-    cfg = _gate_config(spec.gates_path, spec.behavioral_path)
+    cfg = _gate_config(spec.gates_path, spec.behavioral_path, spec.label)
     try:
         golden = count_rows(spec.golden_path)
     except OSError as exc:
@@ -237,7 +258,7 @@ def judge_all(
     gate_args: dict[str, Any] = {
         "holdout": holdout,
         "golden": golden,
-        "config": _gate_config(spec.gates_path, spec.behavioral_path),
+        "config": _gate_config(spec.gates_path, spec.behavioral_path, spec.label),
         "candidate_uri": cand["model_uri"],
         "champion_uri": champion_uri,
         "tracking_uri": uri,

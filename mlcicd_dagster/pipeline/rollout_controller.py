@@ -19,7 +19,7 @@ from mlcicd_dagster.platform.resources import MlcicdResource
 log = logging.getLogger(__name__)
 
 
-def controller_tick(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
+def controller_tick(spec: PipelineSpec, mlcicd: MlcicdResource, deploy_target: Any = None) -> Any:
     """Reconcile once; returns the ``TickReport``."""
     from mlcicd_dagster.pipeline.deploy_ops import (
         canary_config,
@@ -31,7 +31,7 @@ def controller_tick(spec: PipelineSpec, mlcicd: MlcicdResource) -> Any:
     from mlcicd_dagster.rollout import controller
     from mlcicd_dagster.rollout.evidence import LogEvidenceSource
 
-    target = make_target(spec, mlcicd)
+    target = make_target(spec, mlcicd, deploy_target)
     try:
         from mlcicd_dagster.models.registry import client
 

@@ -10,6 +10,7 @@ import datetime as dt
 import dagster as dg
 
 from mlcicd_dagster.pipeline.factory import PipelineDefs
+from mlcicd_dagster.platform.deploy_targets import DeployTargetResource
 from mlcicd_dagster.platform.resources import MlcicdResource
 
 LANDING_INTERVAL_S = 5  # a dropped file is picked up within seconds in `make ui`
@@ -43,10 +44,14 @@ def _rollout_controller_sensor(
         description="Moves the rollout in flight on by one tick: advance a canary step, "
         "promote, roll back or hold (what it waits for is in `mlcicd status`).",
     )
-    def rollout_controller(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
+    def rollout_controller(
+        context: dg.SensorEvaluationContext,
+        mlcicd: MlcicdResource,
+        deploy_target: DeployTargetResource,
+    ):
         from mlcicd_dagster.pipeline.rollout_controller import controller_tick
 
-        report = controller_tick(spec, mlcicd)
+        report = controller_tick(spec, mlcicd, deploy_target)
         if report.outcome not in ("idle", "holding"):
             context.log.info(report.message)
         return dg.SkipReason(f"{report.outcome}: {report.message}")

@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 
 from mlcicd_dagster import settings
+from mlcicd_dagster.platform.deploy_targets import K8sDeployTarget, LocalDeployTarget
 from mlcicd_dagster.platform.resources import MlcicdResource
 
 ENV_VAR = "MLCICD_ENV"
@@ -31,7 +32,6 @@ class Environment:
     executor: Callable[[], dg.ExecutorDefinition]
     resources: Callable[[], dict[str, Any]]
     sensors_running: bool
-    deploy_target: str
 
 
 def _local_resources() -> dict[str, Any]:
@@ -39,8 +39,8 @@ def _local_resources() -> dict[str, Any]:
         "mlcicd": MlcicdResource(
             home_dir=dg.EnvVar("MLCICD_HOME"),
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
-            deploy_target="local",
-        )
+        ),
+        "deploy_target": LocalDeployTarget(),
     }
 
 
@@ -49,9 +49,9 @@ def _k8s_resources() -> dict[str, Any]:
         "mlcicd": MlcicdResource(
             home_dir=dg.EnvVar("MLCICD_HOME"),
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
-            deploy_target="k8s",
             colocated_steps=False,  # one pod per step
-        )
+        ),
+        "deploy_target": K8sDeployTarget(),
     }
 
 
@@ -68,14 +68,12 @@ ENVIRONMENTS: dict[str, Environment] = {
         executor=lambda: dg.in_process_executor,
         resources=_local_resources,
         sensors_running=True,
-        deploy_target="local",
     ),
     "k8s": Environment(
         name="k8s",
         executor=_k8s_executor,
         resources=_k8s_resources,
         sensors_running=True,
-        deploy_target="k8s",
     ),
 }
 

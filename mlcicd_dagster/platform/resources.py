@@ -23,7 +23,6 @@ class MlcicdResource(dg.ConfigurableResource):
 
     home_dir: str
     tracking_uri: str = ""
-    deploy_target: str = "local"  # local | k8s (see rollout targets)
     # The steps of a run share one process (in_process_executor): work can be started
     # early for a later step, e.g. the fresh interpreter infra validation needs.
     colocated_steps: bool = True

@@ -89,31 +89,6 @@ def default_loader(ref: ModelRef, tracking_uri: str) -> Any:
     return predictor
 
 
-def score_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """What scores a request's feature matrix (also used by the infra-validation gate).
-
-    Our own predictors take the matrix as is; any other ``Predictor`` gets a DataFrame.
-    ``predict`` is the task's output (P(positive) for binary, as ``predict_proba``).
-    """
-    try:
-        from mlcicd_dagster.models.loading import SklearnPredictor, TorchPredictor
-
-        takes_matrix = isinstance(predictor, (SklearnPredictor, TorchPredictor))
-    except ImportError:  # pragma: no cover - the models package is part of the library
-        takes_matrix = False
-    if takes_matrix:
-        return predictor.predict  # type: ignore[no-any-return]
-    names = list(predictor.feature_names)
-
-    def score(matrix: np.ndarray) -> np.ndarray:
-        import pandas as pd
-
-        fn = getattr(predictor, "predict", None) or predictor.predict_proba
-        return np.asarray(fn(pd.DataFrame(matrix, columns=names)))
-
-    return score
-
-
 def limit_model_threads(threads: int | None) -> None:
     """Cap OpenMP/BLAS (threadpoolctl) and torch intra-op threads of this process."""
     if threads is None:

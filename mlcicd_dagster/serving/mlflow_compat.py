@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -91,14 +91,17 @@ class FastSpec:
     integer: tuple[bool, ...]  # column declared ``long``/``integer`` in the signature
     text: tuple[bool, ...] = ()  # column declared ``string``: JSON strings, an object matrix
     positional: bool = False  # tensor signature: MLflow ignores names, keeps the body's order
+    # derived once (the fast path reads them on every request)
+    names_list: list[str] = field(init=False, repr=False, compare=False)
+    any_text: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names_list", list(self.names))
+        object.__setattr__(self, "any_text", any(self.text))
 
     @property
     def any_integer(self) -> bool:
         return any(self.integer)
-
-    @property
-    def any_text(self) -> bool:
-        return any(self.text)
 
 
 _FAST_TYPES = frozenset({"double", "long", "integer", "string"})

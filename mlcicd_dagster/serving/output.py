@@ -21,7 +21,7 @@ import numpy as np
 
 def pyfunc_output_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Scores a float64 feature matrix as the model's logged pyfunc would."""
-    from mlcicd_dagster.serving.deployment import score_fn
+    from mlcicd_dagster.models.predictor import score_fn
 
     own = getattr(predictor, "pyfunc_predict", None)
     if callable(own):

@@ -319,7 +319,7 @@ def fast_matrix(obj: Any, spec: Any) -> np.ndarray | None:
         if type(columns) is not list or type(data) is not list or not data:
             return None
         width = len(columns)
-        if len(names) == width and list(names) == columns:
+        if len(names) == width and spec.names_list == columns:
             for row in data:
                 if type(row) is not list or len(row) != width:
                     return None
@@ -372,14 +372,11 @@ def fast_matrix(obj: Any, spec: Any) -> np.ndarray | None:
                 return None
     else:
         return None
-    if spec.text and any(spec.text):
+    if spec.any_text:
         return _text_matrix(rows, spec)
     if not _typed(rows, spec.integer):
-        return None
-    matrix = np.array(rows, dtype=np.float64)
-    if matrix.size and not (np.abs(matrix) < _EXACT).all():
-        return None  # huge or non-finite: MLflow's conversion rules decide
-    return matrix
+        return None  # a value of another type, or huge: MLflow's conversion rules decide
+    return np.array(rows, dtype=np.float64)
 
 
 def _positional_rows(fmt: str, value: Any, names: Sequence[str]) -> list[Any] | None:
@@ -438,19 +435,22 @@ def _text_matrix(rows: list[Any], spec: Any) -> np.ndarray | None:
 def _typed(rows: list[Any], integer: Sequence[bool]) -> bool:
     """Integer columns hold ints (or integral floats, ``35.0``: what ``df.values.tolist()``
     sends; MLflow casts them to the same integer), the others ints or floats (bool is
-    neither)."""
-    if not any(integer):
+    neither); every value finite and exact in float64 (``|v| < 2**53``; else MLflow's
+    conversion rules decide). Plain Python checks: cheaper than numpy's on a row or two."""
+    lo, hi = -_EXACT, _EXACT
+    if True not in integer:
         for row in rows:
             for v in row:
                 t = type(v)
-                if t is not float and t is not int:
+                if (t is not float and t is not int) or not lo < v < hi:
                     return False
         return True
     for row in rows:
         for v, want_int in zip(row, integer, strict=True):
             t = type(v)
             if t is int:
-                continue
-            if t is not float or (want_int and not v.is_integer()):
+                if not lo < v < hi:
+                    return False
+            elif t is not float or not lo < v < hi or (want_int and not v.is_integer()):
                 return False
     return True

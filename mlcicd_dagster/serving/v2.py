@@ -15,6 +15,7 @@ what ``/invocations`` answers (the logged pyfunc's output), as FP64 JSON data.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -140,6 +141,11 @@ _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 
 
+@functools.lru_cache(maxsize=64)
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    return {n: j for j, n in enumerate(names)}
+
+
 def _fast_columns(
     inputs: list[Any], names: Sequence[str], text: Sequence[bool]
 ) -> np.ndarray | None:
@@ -148,27 +154,30 @@ def _fast_columns(
     None for anything else (binary data, nested data, one [n, d] tensor...): the general
     path handles it and names what is wrong.
     """
-    if len(inputs) != len(names):
+    d = len(names)
+    if len(inputs) != d:
         return None
-    by_name: dict[Any, Any] = {}
-    for spec in inputs:
-        if type(spec) is not dict or spec.get("parameters"):
-            return None
-        by_name[spec.get("name")] = spec
-    cols = []
+    index = _positions(tuple(names))
+    cols: list[Any] = [None] * d
     n = -1
-    for j, f in enumerate(names):
-        spec = by_name.get(f)
-        if spec is None:
+    for spec in inputs:
+        if type(spec) is not dict:
             return None
-        data, shape, dtype = spec.get("data"), spec.get("shape"), spec.get("datatype")
-        if type(data) is not list or type(shape) is not list:
+        try:
+            j = index[spec["name"]]
+            data = spec["data"]
+            shape = spec["shape"]
+            dtype = spec["datatype"]
+        except (KeyError, TypeError):
             return None
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] != len(data):
+        if cols[j] is not None or spec.get("parameters") or type(data) is not list:
             return None
+        rows = len(data)
         if n < 0:
-            n = len(data)
-        elif len(data) != n:
+            n = rows
+        elif rows != n:
+            return None
+        if shape != [rows] and shape != [rows, 1]:
             return None
         if text and text[j]:
             if dtype != BYTES:
@@ -187,14 +196,16 @@ def _fast_columns(
                     return None
         else:
             return None
-        cols.append(data)
+        cols[j] = data
     if n <= 0:
         return None
     if text and any(text):
-        out = np.empty((n, len(names)), dtype=object)
+        out = np.empty((n, d), dtype=object)
         for j, c in enumerate(cols):
             out[:, j] = c if text[j] else np.asarray(c, dtype=np.float64)
         return out
+    if n == 1:
+        return np.array([c[0] for c in cols], dtype=np.float64).reshape(1, d)
     return np.ascontiguousarray(np.array(cols, dtype=np.float64).T)
 
 

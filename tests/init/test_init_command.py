@@ -69,8 +69,10 @@ def test_writes_a_reviewable_pipeline(tmp_path, csv, monkeypatch, capsys):
     assert attrs["classes"] == [0, 1]
     assert "income" in attrs["features"]["numeric"]
     suite = load_suite(folder / "expectations.yaml")
-    assert suite.label == "churned" and suite.id_column == "customer_id"
-    gates = load_gate_config(folder / "gates.yaml")
+    # the label is declared once: defs.yaml; the suite and the gates file do not repeat it
+    assert suite.label is None and suite.id_column is None
+    assert "label" not in yaml.safe_load((folder / "gates.yaml").read_text())
+    gates = load_gate_config(folder / "gates.yaml")  # reads it from defs.yaml beside it
     assert gates.label == "churned" and 0 < gates.auc_margin <= 0.1
     assert "rejected with probability >= 0.95" in (folder / "gates.yaml").read_text()
     # the design the gates check at load is the one measured here, and it holds
@@ -218,7 +220,13 @@ def test_other_tasks_get_their_label_domain(tmp_path, monkeypatch, capsys, label
             and between["max_value"] >= frame[label].max()
         )
     gates = (folder / "gates.yaml").read_text()
-    assert f"Task {task}: the comparison with the champion judges the task's own" in gates
+    # sized for the task by a power calculation (init.sizing.size_task), and said so
+    assert "Sized by a power calculation" in gates and "rejected with probability >= 0.95" in gates
+    keys = {"multiclass": ("loss_margin", "error_margin"),
+            "regression": ("relative_margin", "relative_error_margin")}[task]  # fmt: skip
+    cfg = load_gate_config(folder / "gates.yaml")
+    assert all(getattr(cfg, k) > 0 for k in keys)
+    assert set(cfg.design.sd_per_row) >= {"loss", "error"}
     assert "every gate together" in out  # the gates' own design check accepted it
 
 

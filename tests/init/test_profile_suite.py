@@ -41,7 +41,7 @@ def test_profile_roles_and_task(profiled):
     assert set(profile.categorical_features) == {"products", "region"}
     assert profile.column("score").nulls > 0
     assert profile.column("region").categories == ("centre", "east", "north", "south", "west")
-    assert suite.label == "churned" and suite.id_column == "customer_id"
+    assert suite.label is None and suite.id_column is None  # declared once: defs.yaml
     assert suite.columns[0] == "customer_id"
 
 

@@ -35,7 +35,7 @@ def sized():
     assert sizing is not None
     import yaml
 
-    cfg = GateConfig.from_dict(yaml.safe_load(gates_yaml(profile, sizing)))
+    cfg = GateConfig.from_dict({**yaml.safe_load(gates_yaml(profile, sizing)), "label": "churned"})
     return golden, rest, sizing, cfg
 
 
@@ -102,3 +102,46 @@ def test_too_few_rows_is_refused():
     y = rng.integers(0, 2, 60)
     with pytest.raises(InitError, match=r"too few rows for the gates.*add rows"):
         size_binary(y, rng.random(60), rng.random(60), holdout_rows=60)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_task_sizing_meets_the_target_and_says_what_it_catches(task):
+    """Margins for the task gates from two honest models' outputs: every test's designed
+    false rejection adds up to <= 1 - TARGET_PASS, the stated difference is caught with
+    probability >= 0.95, and too few rows for a useful margin is refused with the rows
+    needed."""
+    from mlcicd_dagster.init.sizing import size_task
+
+    rng = np.random.default_rng(7)
+
+    def outputs(n):
+        if task == "multiclass":
+            y = rng.integers(0, 3, n)
+            logits = np.eye(3)[y] * 2.0
+            a = np.exp(logits + rng.normal(0, 0.8, (n, 3)))
+            b = np.exp(logits + rng.normal(0, 0.8, (n, 3)))
+            return y, a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True), [0, 1, 2]
+        y = rng.normal(10, 3, n)
+        return y, y + rng.normal(0, 1, n), y + rng.normal(0, 1, n), None
+
+    y, a, b, classes = outputs(2000)
+    sizing = size_task(task, y, a, b, classes=classes, holdout_rows=1500)
+    assert sizing.pass_probability >= TARGET_PASS
+    rates = [d["false_rejection"] for m in sizing.metrics for d in m.designs]
+    assert len(rates) == 4 and sum(rates) <= 1 - TARGET_PASS + 1e-9
+    for m in sizing.metrics:
+        for d in m.designs:
+            se = d["sd_per_row"] / math.sqrt(d["n"])
+            assert stats.design_power(se, m.margin, ALPHA, d["worse_by"]) >= 0.95 - 1e-9
+    values = sizing.gate_values()
+    keys = {"multiclass": {"loss_margin", "error_margin"},
+            "regression": {"relative_margin", "relative_error_margin"}}[task]  # fmt: skip
+    assert keys <= set(values) and set(values["design"]["sd_per_row"]) == {"loss", "error"}
+    assert "rejected with probability >= 0.95" in "\n".join(sizing.lines())
+    y, a, b, classes = outputs(25)
+    if task == "regression":  # models that disagree wildly at a tiny size
+        b = y + rng.normal(0, 8, len(y))
+    else:
+        b = np.roll(b, 1, axis=0)
+    with pytest.raises(InitError, match="too few rows for the gates"):
+        size_task(task, y, a, b, classes=classes, holdout_rows=25)

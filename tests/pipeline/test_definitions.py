@@ -64,8 +64,40 @@ def test_k8s_environment_composes_k8s_executor(home_dir, monkeypatch):
     defs = _load()
     job = defs.resolve_job_def("credit_default_ingest")
     assert "k8s" in job.executor_def.name
+    from mlcicd_dagster.platform.deploy_targets import K8sDeployTarget, LocalDeployTarget
+
+    assert isinstance(defs.resources["deploy_target"], K8sDeployTarget)
     monkeypatch.setenv("MLCICD_ENV", "local")
-    _load()
+    assert isinstance(_load().resources["deploy_target"], LocalDeployTarget)
+
+
+def test_deploy_target_is_a_resource_of_the_environment(home_dir, tmp_path):
+    """The deployment's ops and the rollout controller ask for the ``deploy_target``
+    resource; the environments table binds it; a sensor context built from the
+    definitions' resources (no ``with`` block) runs the controller on that target."""
+    from mlcicd_dagster.platform.deploy_targets import LocalDeployTarget
+
+    defs = _load()
+    controller = next(s for s in defs.sensors if s.name == "credit_default_rollout_controller")
+    assert {"mlcicd", "deploy_target"} <= controller.required_resource_keys
+    job = defs.resolve_job_def("credit_default_deploy")
+    used = {k for op in job.all_node_defs for k in getattr(op, "required_resource_keys", set())}
+    assert "deploy_target" in used, used
+
+    class Recording(LocalDeployTarget):
+        def target(self, spec, mlcicd):
+            seen.append(spec.model_name)
+            return super().target(spec, mlcicd)
+
+    seen: list[str] = []
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        ctx = dg.build_sensor_context(
+            instance=instance,
+            definitions=defs,
+            resources={**defs.resources, "deploy_target": Recording()},
+        )
+        controller(ctx)  # nothing deployed yet: idle, on the bound target
+    assert seen == ["credit_default"]
 
 
 def test_importing_definitions_loads_no_heavy_library(home_dir):

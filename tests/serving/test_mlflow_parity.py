@@ -133,6 +133,7 @@ class Served:
     text: str | None
     atol: float  # torch scores in float32: a batch of 1 and of 2 differ in the last bits
     name: str = MODEL  # the registered model's name
+    log_dir: Path | None = None  # our server's prediction log
 
 
 def cases(model: Served) -> list[tuple[str, str | None, bytes]]:
@@ -446,7 +447,10 @@ def served(
         try:
             srv.wait_ready()
             atol = 1e-6 if kind == "multiclass_torch" else 1e-15
-            yield Served(kind, mlflow_url, str(srv.url), frame, *columns, atol, name)
+            yield Served(
+                kind, mlflow_url, str(srv.url), frame, *columns, atol, name,
+                home.predictions(name),
+            )  # fmt: skip
         finally:
             srv.stop()
             mlflow.set_tracking_uri(previous_uri)
@@ -523,6 +527,32 @@ def test_v2_answers_as_invocations_for_every_task(served: Served, binary: bool) 
         wrong.set_data_from_numpy(np.zeros(len(frame)), binary_data=binary)
         with pytest.raises(Exception, match=f"{served.text}.*BYTES"):
             client.infer(name, [*bad, wrong])
+
+
+def test_text_features_are_scored_and_logged_as_text(served: Served) -> None:
+    """A text feature reaches the model as text and the prediction log as a text column."""
+    from serving_support import read_log
+
+    if served.text is None:
+        pytest.skip(f"the {served.kind} model has no text feature")
+    rows = json.loads(served.frame.to_json(orient="records"))
+    marker = "a category never seen"
+    r = httpx.post(
+        f"{served.ours}/invocations",
+        json={"dataframe_records": [{**rows[0], served.text: marker}, rows[1]]},
+    )
+    assert r.status_code == 200, r.text
+    ids = r.headers["X-Request-Id"].split(",")
+    assert served.log_dir is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        log = read_log(served.log_dir)
+        if not log.empty and set(ids) <= set(log["request_id"]):
+            break
+        time.sleep(0.2)
+    logged = log.set_index("request_id").loc[ids, served.text].tolist()
+    assert logged == [marker, rows[1][served.text]]
+    assert log[served.double].dtype == np.float64
 
 
 def test_a_classifier_answers_class_probabilities(ours: str, registry: Any) -> None:

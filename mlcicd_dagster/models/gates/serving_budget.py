@@ -1,6 +1,6 @@
 """Serving budget: the candidate is not slower than the champion by more than a ratio.
 
-Measured as the server calls a model (``serving.deployment.score_fn`` on a request's
+Measured as the server calls a model (``models.predictor.score_fn`` on a request's
 feature matrix), paired and interleaved: single-row calls alternate candidate/champion
 (the order flips every pair), so whatever else the machine does at a moment (another
 process, a CPU hog, the infra gate's fresh process) lands on both alike. Per pair the
@@ -173,7 +173,7 @@ def paired_timing(
     batch_calls: int,
 ) -> dict[str, np.ndarray]:
     """Seconds per call: ``single_<model>`` and ``batch_<model>``, interleaved in pairs."""
-    from mlcicd_dagster.serving.deployment import score_fn
+    from mlcicd_dagster.models.predictor import score_fn
 
     models = {"candidate": candidate}
     if champion is not None:
