@@ -28,7 +28,7 @@ from mlcicd_dagster.rollout.state import ModelRef
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STEPS = (0.2, 0.5)
-FIRST, SECOND = 150, 500  # requests sent at each step
+FIRST, SECOND = 150, 550  # requests sent at each step
 
 
 @dataclass
@@ -96,13 +96,17 @@ def _diabetes(uri: str) -> Case:
     x, y = data.data, data.target.astype(float)
     task = make_task("regression")
     enc = task.encode(y)
-    train = slice(0, 300)
+    train, holdout = slice(0, 300), slice(300, None)
+    # stable: over-regularised; worse: fitted with the target's sign flipped around its
+    # mean (a label-pipeline bug: same mean prediction, errors twice as large); better: fit.
+    flipped = 2 * enc[train].mean() - enc[train]
     refs = {}
-    for key, alpha in (("stable", 0.3), ("worse", 50.0), ("better", 0.01)):
+    for key, alpha, target in (("stable", 2.0, enc[train]), ("worse", 1.0, flipped),
+                               ("better", 0.01, enc[train])):  # fmt: skip
         model = Ridge(alpha=alpha)
-        refs[key] = _register(model, "live_diabetes", x.iloc[train], enc[train], uri, task)
+        refs[key] = _register(model, "live_diabetes", x.iloc[train], target, uri, task)
         if key == "better":  # its holdout MAE: the canary margin's unit (deploy_ops.label_scale)
-            scale = float(np.mean(np.abs(model.predict(x.iloc[300:]) - enc[300:])))
+            scale = float(np.mean(np.abs(model.predict(x.iloc[holdout]) - enc[holdout])))
     return Case("live_diabetes", task, x, y, refs, label_scale=scale)
 
 
@@ -126,10 +130,15 @@ def _send(client: httpx.Client, case: Case, n: int, start: int) -> list[tuple[st
 
 
 def _label(client: httpx.Client, case: Case, sent: list[tuple[str, str, int]]) -> None:
+    """The labels, later, in batches of 100 (as a labelling job posts them)."""
+    items = []
     for rid, _, i in sent:
         value = case.y.iloc[i]
-        label = value if isinstance(value, str) else float(value)
-        r = client.post("/feedback", json={"request_id": rid, "label": label})
+        items.append(
+            {"request_id": rid, "label": value if isinstance(value, str) else float(value)}
+        )
+    for k in range(0, len(items), 100):
+        r = client.post("/feedback", json=items[k : k + 100])
         assert r.status_code in (200, 202), r.text
 
 
