@@ -28,6 +28,7 @@ Each pipeline writes its own section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -40,14 +41,29 @@ from bench._report import write_section
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sizes_for(pool_rows: int) -> tuple[tuple[int, int], ...]:
-    """(champion rows, new rows) of the two retrains simulated for a pool."""
+def sizes_for(pool_rows: int, min_rows: int = 0) -> tuple[tuple[int, int], ...]:
+    """(champion rows, new rows) of the two retrains simulated for a pool.
+
+    ``min_rows``: the fewest rows the pipeline trains and judges on (its gates' design
+    waits for a holdout of ``design.holdout_rows``): a smaller retrain is raised to it,
+    keeping its share of new rows."""
     if pool_rows >= 10_000:
         return ((5000, 1000), (5000, 3000))
-    return (
-        (int(0.45 * pool_rows), int(0.2 * pool_rows)),
-        (int(0.55 * pool_rows), int(0.4 * pool_rows)),
-    )
+    sizes = []
+    for champ, new in ((0.45, 0.2), (0.55, 0.4)):
+        c, n = int(champ * pool_rows), int(new * pool_rows)
+        if c + n < min_rows:
+            n = math.ceil(min_rows * new / (champ + new))
+            c = min_rows - n
+        sizes.append((c, n))
+    return tuple(sizes)
+
+
+def min_rows(cfg, holdout_fraction: float) -> int:
+    """The fewest landed rows the pipeline judges a model on (0: no minimum)."""
+    if not cfg.design.wait_for_holdout_rows:
+        return 0
+    return math.ceil(cfg.design.holdout_rows / holdout_fraction)
 
 
 def pipelines(names: list[str] | None = None) -> list:
@@ -78,7 +94,7 @@ def run_pipeline(spec, reps: int, jobs: int, only_size: int | None) -> list[str]
     from mlcicd_dagster.models.gates import DesignSizes, design_report
     from mlcicd_dagster.pipeline.model_gate import _gate_config
 
-    cfg = _gate_config(spec.gates_path, spec.behavioral_path)
+    cfg = _gate_config(spec.gates_path, spec.behavioral_path, spec.label)
     pool = pd.read_csv(spec.sample_path)
     golden = pd.read_csv(spec.golden_path)
     fit = simulation.spec_fit(spec)
@@ -99,7 +115,7 @@ def run_pipeline(spec, reps: int, jobs: int, only_size: int | None) -> list[str]
     ]
     spread_lines: list[str] = []
     sd_lines: list[str] = []
-    sizes = sizes_for(len(pool))
+    sizes = sizes_for(len(pool), min_rows(cfg, spec.holdout_fraction))
     chosen = [sizes[only_size]] if only_size is not None else list(sizes)
     for champ_rows, batch_rows in chosen:
         settings = simulation.spec_settings(

@@ -49,6 +49,11 @@ class DesignSpec:
     """What "clearly worse" means per metric: the design's power is for this."""
     max_false_rejection: float = 0.10
     """Refuse the config when the whole set of gates would fail an equal model more often."""
+    wait_for_holdout_rows: bool = False
+    """Train and judge no model before the landed rows' holdout has ``holdout_rows`` rows:
+    the training sensor skips with "waiting for more rows" (the design's error rates hold
+    only at or above its sizes). For small data sets, where an early batch's holdout
+    would be too small for the gates to judge it soundly."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,7 @@ def _design(raw: Any) -> DesignSpec:
         }
         rows = int(raw.get("holdout_rows", base.holdout_rows))
         top = float(raw.get("max_false_rejection", base.max_false_rejection))
+        wait = raw.get("wait_for_holdout_rows", base.wait_for_holdout_rows)
     except (TypeError, ValueError) as exc:
         raise GateConfigError(f"design: {exc}") from exc
     if rows < 20:
@@ -222,7 +228,9 @@ def _design(raw: Any) -> DesignSpec:
         raise GateConfigError(f"design.max_false_rejection must be in (0, 1), got {top}")
     if any(v <= 0 for v in (*sd.values(), *worse.values())):
         raise GateConfigError("design.sd_per_row and design.worse_by must be positive")
-    return DesignSpec(rows, sd, worse, top)
+    if not isinstance(wait, bool):
+        raise GateConfigError(f"design.wait_for_holdout_rows must be true or false, got {wait!r}")
+    return DesignSpec(rows, sd, worse, top, wait)
 
 
 def load_gate_config(path: str | Path, label: str | None = None) -> GateConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from logging import Logger
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,27 @@ def holdout_mask(df: Any, spec: PipelineSpec) -> Any:
     else:
         h = row_hashes(df)
     return (h % HOLDOUT_BUCKETS) < int(spec.holdout_fraction * HOLDOUT_BUCKETS)
+
+
+def waiting_for_rows(spec: PipelineSpec, read_rows: Callable[[], Any]) -> str | None:
+    """Why no model may be trained and judged on the landed rows yet, or None.
+
+    With ``design.wait_for_holdout_rows`` in the gates config, the holdout these rows
+    give (the same hash split the training set uses) must have ``design.holdout_rows``
+    rows: below that the gates' design does not hold (an equally good model would be
+    rejected too often), so the pipeline waits for more rows instead of judging."""
+    design = _gate_config(spec.gates_path, spec.behavioral_path, spec.label).design
+    if not design.wait_for_holdout_rows:
+        return None
+    rows = read_rows()  # read only when the design asks for it
+    n = int(holdout_mask(rows, spec).sum()) if len(rows) else 0
+    if n >= design.holdout_rows:
+        return None
+    return (
+        f"waiting for more rows: the {len(rows):,} landed rows give a {n}-row holdout; "
+        f"the gates' design needs {design.holdout_rows} (design.holdout_rows in "
+        f"{spec.gates_path.name}) to judge a model soundly"
+    )
 
 
 def build_training_set(spec: PipelineSpec, home: Home, log: Logger) -> dg.MaterializeResult:

@@ -59,6 +59,7 @@ def training_tick(
     now: dt.datetime | None = None,
 ) -> dg.SensorResult | dg.SkipReason:
     from mlcicd_dagster.data.lake import Lake
+    from mlcicd_dagster.pipeline.model_gate import waiting_for_rows
 
     spec = p.spec
     instance = context.instance
@@ -77,6 +78,9 @@ def training_tick(
     if not active:
         return dg.SkipReason("no validated batch to train on")
     run_key = training_run_key(lake.content_key(active))
+    waiting = waiting_for_rows(spec, lambda: lake.read_validated(active))
+    if waiting:
+        return dg.SkipReason(waiting)
     if instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1):
         return dg.SkipReason(f"already trained on exactly these {len(active)} batch(es)")
     training_in_flight = _in_flight(instance, p.job_name("retrain"))

@@ -1,20 +1,20 @@
 """The model server's HTTP application (Starlette; the HTTP API is described in docs/serving.md).
 
-Plain Starlette routes rather than FastAPI models: ``/invocations`` is the hot path and
-validates the body itself (``payload``), decodes JSON with orjson and never touches
-pandas, so a single-row request costs tens of microseconds plus its share of a batched
-model call.
+Plain Starlette routes rather than FastAPI models, and the two scoring routes answered by
+``ServingApp`` straight from the ASGI scope (``RawRequest``): ``/invocations`` is the hot
+path and validates the body itself (``payload``, ``mlflow_compat``), decodes JSON with
+orjson and never touches pandas on the fast path, so a single-row request costs tens of
+microseconds plus its share of a batched model call.
 
 Routes
-  POST /invocations  MLflow scoring protocol -> {"predictions": [P(positive), ...]}
+  POST /invocations  MLflow scoring protocol -> {"predictions": ...}, what the logged
+                     pyfunc returns ([[P(0), P(1)], ...] for a binary classifier)
                      headers: X-Request-Id (one per row, comma-separated), X-Model-Version,
                      X-Track. Request headers: X-Routing-Key (sticky routing), X-Track
                      (smoke tests: score on exactly that track; not logged).
+  POST /v2/models/<name>[/versions/<v>]/infer   Open Inference Protocol (``v2``)
   POST /feedback     {"request_id", "label"} or a list of them; 404 names unknown ids
-  GET  /health       alive
-  GET  /ready        200 when a stable model is loaded, else 503
-  GET  /metrics      Prometheus text format
-  GET  /deployment   deployment state document + what is loaded (``served_revision``...)
+  GET  /ping, /version, /health, /ready, /metrics, /deployment, /v2/...
 """
 
 from __future__ import annotations

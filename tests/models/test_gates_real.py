@@ -229,6 +229,8 @@ def test_config_errors_are_clear(tmp_path):
         GateConfig.from_dict({"alpha": 0.1})
     with pytest.raises(GateConfigError, match="edges"):
         GateConfig.from_dict({"label": "y", "slices": [{"column": "a", "edges": [3, 1]}]})
+    with pytest.raises(GateConfigError, match="wait_for_holdout_rows must be true or false"):
+        GateConfig.from_dict({"label": "y", "design": {"wait_for_holdout_rows": "yes"}})
     with pytest.raises(GateConfigError, match="cannot read"):
         load_gate_config(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="no label column"):

@@ -160,3 +160,20 @@ def test_data_gate_quarantines_labels_that_do_not_fit_the_task(home_dir, instanc
     assert reason["kind"] == "label_does_not_fit_task" and reason["values"] == {"unknown": 2}
     lake = pd.read_parquet(next((home_dir / "lake" / "diabetes" / "validated").glob("*.parquet")))
     assert lake["bmi"].isna().sum() == 10 and lake["patient_id"].str.startswith("p-").all()
+    # diabetes' gates are designed for a holdout of at least 60 rows and wait for it
+    # (design.wait_for_holdout_rows): 150 patients give 33, so no model is trained yet;
+    # digits sets no such minimum and trains on its 200 images
+    ticks = {}
+    for pipeline in ("digits", "diabetes"):
+        sensor = next(s for s in module.defs.sensors if s.name == f"{pipeline}_training")
+        ticks[pipeline] = sensor(
+            dg.build_sensor_context(
+                instance=instance, definitions=module.defs, resources=module.defs.resources
+            )
+        )
+    assert len(ticks["digits"].run_requests) == 1, ticks["digits"]
+    skip = ticks["diabetes"]
+    assert isinstance(skip, dg.SkipReason), skip
+    why = skip.skip_message or ""
+    assert why.startswith("waiting for more rows: the 150 landed rows give a 33-row holdout")
+    assert "needs 60 (design.holdout_rows in gates.yaml)" in why
