@@ -36,12 +36,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 if TYPE_CHECKING:  # pandas is imported where it is used: the code location loads this
     import pandas as pd
 
 from mlcicd_dagster.models.stats import clip_probabilities, row_log_loss
+from mlcicd_dagster.platform.lazy import lazy
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy("numpy")
 
 PROBA_TOLERANCE = 1e-3
 """How far a row of class probabilities may be from summing to 1 (float32 softmax)."""
