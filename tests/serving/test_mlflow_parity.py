@@ -623,6 +623,7 @@ def test_pyfunc_takes_a_landed_batch_as_is(registry: Any) -> None:
     batch = pd.read_csv(DATA / "golden.csv.gz")  # a batch as it lands: int64 and float64
     assert (batch["AGE"].dtype, batch["LIMIT_BAL"].dtype) == (np.int64, np.float64)
     mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)  # our loaders set it: other fixtures' store
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{VERSION}")
     out = np.asarray(model.predict(batch.drop(columns=[c for c in ("ID",) if c in batch])))
     assert out.shape == (len(batch), 2)
@@ -639,6 +640,7 @@ def _pyfunc_and_ours(uri: str, name: str, frame: pd.DataFrame) -> tuple[np.ndarr
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{VERSION}")
         schema = model.metadata.get_input_schema()
