@@ -60,7 +60,9 @@ def _three_pipelines(where: Path) -> tuple[Path, int]:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as scratch:
-        env = {**os.environ, "MLCICD_HOME": home}
+        # the load cache starts empty: the warm-up process below fills it, as the first
+        # process of a deployment does
+        env = {**os.environ, "MLCICD_HOME": home, "MLCICD_CACHE_DIR": f"{home}/cache"}
         # Bytecode as an installed package has it (pip compiles it): without this a
         # PYTHONDONTWRITEBYTECODE=1 shell recompiles every module of ours in each process.
         env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -27,6 +27,11 @@ _TABLE = (
     # where state lives and which environment
     Variable("MLCICD_HOME", None, "all state of the embedded default (default: ./.mlcicd)"),
     Variable("MLCICD_ENV", "local", "local | k8s: executor and resources"),
+    Variable(
+        "MLCICD_CACHE_DIR",
+        None,
+        "load-time checks remembered by their files' bytes (default: ~/.cache/mlcicd)",
+    ),
     Variable("MLCICD_DEPLOYMENT_STATE_DIR", None, "deployment state dir (server pods on k8s)"),
     Variable("MLCICD_ALERT_WEBHOOK", None, "Slack-compatible URL every alert is posted to"),
     Variable("MLCICD_MLFLOW_UI_URL", None, "MLflow UI links point here (mlcicd ui sets it)"),

@@ -3,10 +3,11 @@
 The code location checks each pipeline's files when it loads (a bad drift rule, a gates
 design that would reject equal models too often): in every Dagster step process and CLI
 call. Their results depend only on those files and on this library's code, so they are
-kept under ``$MLCICD_HOME/cache/location/``, keyed by a SHA-256 of the files' bytes,
+kept under ``$MLCICD_CACHE_DIR/location/`` (default ``~/.cache/mlcicd``; never in a
+home, which holds state only), keyed by a SHA-256 of the files' bytes,
 the check's arguments and a fingerprint of the library's source files (path, size,
 mtime). A changed file, argument or library version is a different key: the check runs
-again. Anything wrong with the cache (unreadable, no home) just runs the check.
+again. Anything wrong with the cache (unreadable, unwritable) just runs the check.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ def _code_fingerprint() -> str:
 def _folder() -> Path | None:
     from mlcicd_dagster import settings
 
-    home = settings.get("MLCICD_HOME")
-    return Path(home).expanduser() / "cache" / "location" if home else None
+    root = settings.get("MLCICD_CACHE_DIR")
+    if not root:
+        try:
+            root = str(Path.home() / ".cache" / "mlcicd")
+        except RuntimeError:  # no home directory for this user
+            return None
+    return Path(root).expanduser() / "location"
 
 
 def _key(kind: str, files: Sequence[Path | None], args: Any) -> str:

@@ -425,7 +425,7 @@ def _tick_canary(
         "max_duration_s": cfg.max_duration_s,
         "verdict": res.verdict,
         "reason": res.reason,
-        "labels": _labels(ev),
+        "labels": _labels(ev, cfg.analysis),
     }
     if res.verdict == an.ROLLBACK:
         _analysis_decision(run, "canary_analysis", res, weight)
@@ -480,10 +480,13 @@ def _tick_canary(
     return TickReport("holding", message, state, None, progress)
 
 
-def _labels(ev: an.Evidence) -> dict[str, int]:
-    loss = ev.canary.get("log_loss")
-    base = ev.stable.get("log_loss")
-    paired = ev.paired.get("log_loss")
+def _labels(ev: an.Evidence, cfg: an.AnalysisConfig) -> dict[str, int]:
+    """Labeled requests per arm: the count of the primary metric's per-request loss
+    (``log_loss`` for classifiers, ``abs_error`` for a regression)."""
+    name = next((m.name for m in cfg.metrics if m.role == an.PRIMARY), "log_loss")
+    loss = ev.canary.get(name)
+    base = ev.stable.get(name)
+    paired = ev.paired.get(name)
     return {
         "canary": int(loss.n) if loss else 0,
         "stable": int(base.n) if base else 0,
@@ -515,7 +518,7 @@ def _tick_shadow(
         "max_duration_s": cfg.max_duration_s,
         "verdict": res.verdict,
         "reason": res.reason,
-        "labels": _labels(ev),
+        "labels": _labels(ev, cfg.analysis),
     }
     if res.verdict == an.ROLLBACK or (timed_out and res.verdict != an.PROMOTE):
         _analysis_decision(run, "shadow_analysis", res, cfg.fraction)

@@ -11,7 +11,7 @@ from mlcicd_dagster.platform.load_cache import remembered
 
 
 def test_a_check_runs_once_per_content_and_again_when_a_file_changes(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLCICD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLCICD_CACHE_DIR", str(tmp_path / "cache"))
     suite = tmp_path / "suite.yaml"
     suite.write_text("a: 1\n")
     calls: list[str] = []
@@ -29,8 +29,8 @@ def test_a_check_runs_once_per_content_and_again_when_a_file_changes(tmp_path, m
     assert len(calls) == 3
 
 
-def test_a_failing_check_is_never_remembered_and_no_home_means_no_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLCICD_HOME", str(tmp_path / "home"))
+def test_a_failing_check_is_never_remembered_nor_an_unwritable_cache_fatal(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCICD_CACHE_DIR", str(tmp_path / "cache"))
     bad = tmp_path / "gates.yaml"
     bad.write_text("margin: -1\n")
 
@@ -43,14 +43,17 @@ def test_a_failing_check_is_never_remembered_and_no_home_means_no_cache(tmp_path
     # a file that is gone: the check itself says so
     with pytest.raises(FileNotFoundError):
         remembered("gates", [tmp_path / "nope.yaml"], {}, lambda: open(tmp_path / "nope.yaml"))
-    monkeypatch.delenv("MLCICD_HOME")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MLCICD_CACHE_DIR", str(tmp_path / "file"))  # not a folder
     runs = []
     remembered("k", [bad], {}, lambda: runs.append(1))
     remembered("k", [bad], {}, lambda: runs.append(1))
     assert runs == [1, 1]
 
 
-def test_the_code_location_refuses_a_bad_file_after_a_good_one_was_remembered(home_dir, tmp_path):
+def test_the_code_location_refuses_a_bad_file_after_a_good_one_was_remembered(
+    home_dir, tmp_path, monkeypatch
+):
     """The shipped pipeline loads (its checks remembered); its suite then gets a drift rule
     on a column it does not have: the next load refuses it, naming the key."""
     import shutil
@@ -62,6 +65,7 @@ def test_the_code_location_refuses_a_bad_file_after_a_good_one_was_remembered(ho
     assets = tmp_path / "assets_cache_case"
     shutil.copytree(ROOT / "assets" / "diabetes", assets / "diabetes")
     (assets / "__init__.py").write_text("")
+    monkeypatch.setenv("MLCICD_CACHE_DIR", str(tmp_path / "cache"))
     load_location(assets)
     suite = assets / "diabetes" / "expectations.yaml"
     text = suite.read_text().replace(
@@ -77,4 +81,5 @@ def test_the_code_location_refuses_a_bad_file_after_a_good_one_was_remembered(ho
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0 and "no_such_column" in out.stderr, out.stderr[-2000:]
-    assert list((home_dir / "cache" / "location").glob("drift_rules-*.json"))
+    assert list((tmp_path / "cache" / "location").glob("drift_rules-*.json"))
+    assert not (home_dir / "cache").exists()  # a home holds state only
