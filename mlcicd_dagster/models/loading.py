@@ -52,6 +52,10 @@ TRUSTED_SKLEARN_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 
+TORCH_INPUT_DTYPE = np.float64
+"""dtype of the logged torch graph's input (it casts to float32 inside). Versions logged
+before it took float32; the loader reads the dtype from the signature."""
+
 TORCH_EXAMPLE_ROWS = 8
 """Rows of the input example used to trace a torch model. More than one, so that
 ``torch.export`` keeps the batch dimension dynamic instead of specialising it."""
@@ -345,6 +349,7 @@ class TorchPredictor(_TaskPredictor):
         *,
         task: Task | None = None,
         device: str = "cpu",
+        input_dtype: Any = np.float32,
     ):
         import torch
 
@@ -356,6 +361,7 @@ class TorchPredictor(_TaskPredictor):
         self.allow_missing = False
         self.trusted_types: list[str] = []
         self.device = device
+        self.input_dtype = np.dtype(input_dtype)
         self._torch = torch
         if hasattr(module, "eval"):
             try:
@@ -364,7 +370,7 @@ class TorchPredictor(_TaskPredictor):
                 pass  # exported GraphModules refuse train/eval switches; they are fixed graphs
 
     def _raw(self, features: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, int]:
-        matrix = to_matrix(features, self.feature_names, np.float32)
+        matrix = to_matrix(features, self.feature_names, self.input_dtype)
         n = matrix.shape[0]
         if n == 0:
             return np.empty(0), 0
@@ -507,16 +513,19 @@ def log_model_to_run(
             "text: encode them first or use a scikit-learn model"
         )
     module = model.to("cpu").eval()
-    x = np.ascontiguousarray(raw_example.to_numpy(np.float32))
+    # The logged graph takes float64 (what a landed frame of numbers is as a matrix) and
+    # casts to float32 first, so that ``mlflow.pyfunc.load_model(uri).predict(raw_frame)``
+    # takes the data gate's dtypes; the scores are the float32 module's, bit for bit.
+    x = np.ascontiguousarray(raw_example.to_numpy(np.float64))
     shape: tuple[int, ...] = (-1, task.n_outputs) if task.n_outputs > 1 else (-1,)
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(names)))]),
+        inputs=Schema([TensorSpec(np.dtype(TORCH_INPUT_DTYPE), (-1, len(names)))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
     )
     # fail here, clearly, if the module does not take (n, d) or its output misfits the task
     TorchPredictor(module, names, task=task).predict(raw_example)
     return mlflow.pytorch.log_model(
-        module,
+        _float64_input(module),
         name=MODEL_ARTIFACT_NAME,
         serialization_format="pt2",
         input_example=x,
@@ -525,6 +534,21 @@ def log_model_to_run(
         pip_requirements=_pip_requirements("torch"),
         registered_model_name=registered_model_name,
     )
+
+
+def _float64_input(module: Any) -> Any:
+    """``module`` behind a cast: takes float64 ``(n, d)``, feeds it float32."""
+    import torch
+
+    class Float64Input(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x.to(torch.float32))
+
+    return Float64Input(module).eval()
 
 
 def _fitted_on_frame(model: Any) -> bool:
@@ -794,13 +818,29 @@ def load_predictor_from_dir(
             raise ModelLoadError(f"cannot load torch model: {exc.message}") from exc
         if dev != "cpu":
             module = module.to(dev)
-        predictor = TorchPredictor(module, names, version, task=task, device=dev)
+        predictor = TorchPredictor(
+            module, names, version, task=task, device=dev, input_dtype=_tensor_dtype(model_dir)
+        )
         try:  # a probe: an output that misfits the task is refused at load, not per request
             predictor.predict(np.zeros((2, len(names)), np.float32))
         except TaskError as exc:
             raise ModelLoadError(f"model at {model_dir} does not fit its task: {exc}") from exc
         return predictor
     raise ModelLoadError(f"unsupported model flavor {flavor!r} in {model_dir}")
+
+
+def _tensor_dtype(model_dir: Path) -> Any:
+    """The input dtype of a torch version's tensor signature: float64 since the logged
+    graph casts inside, float32 for versions logged before (and without a signature)."""
+    from mlflow.models import Model
+
+    signature = Model.load(str(Path(model_dir) / "MLmodel")).signature
+    schema = signature.inputs if signature is not None else None
+    if schema is not None and schema.is_tensor_spec() and len(schema.inputs) == 1:
+        dtype = np.dtype(schema.inputs[0].type)
+        if dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+            return dtype
+    return np.dtype(np.float32)
 
 
 def _require_names(names: list[str], model_dir: Path) -> list[str]:

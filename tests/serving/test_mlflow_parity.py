@@ -623,9 +623,65 @@ def test_pyfunc_takes_a_landed_batch_as_is(registry: Any) -> None:
     batch = pd.read_csv(DATA / "golden.csv.gz")  # a batch as it lands: int64 and float64
     assert (batch["AGE"].dtype, batch["LIMIT_BAL"].dtype) == (np.int64, np.float64)
     mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)  # our loaders set it: other fixtures' store
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{VERSION}")
     out = np.asarray(model.predict(batch.drop(columns=[c for c in ("ID",) if c in batch])))
     assert out.shape == (len(batch), 2)
     schema = model.metadata.get_input_schema()
     types = {c.name: c.type.name for c in schema.inputs}
     assert types["AGE"] == "long" and types["LIMIT_BAL"] == "double"
+
+
+def _pyfunc_and_ours(uri: str, name: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A raw frame scored by MLflow's pyfunc and by the predictor our server loads."""
+    import mlflow
+
+    from mlcicd_dagster.models.loading import load_predictor
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{VERSION}")
+        schema = model.metadata.get_input_schema()
+        assert schema.is_tensor_spec() and schema.inputs[0].type == np.dtype(np.float64)
+        theirs = np.asarray(model.predict(frame), np.float64)
+        mine = load_predictor(f"models:/{name}/{VERSION}", tracking_uri=uri).predict(frame)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return theirs, np.asarray(mine, np.float64)
+
+
+def test_pyfunc_takes_a_landed_torch_batch_as_is(trained: dict[str, Any], tmp_path: Path) -> None:
+    """A torch model's logged graph takes float64 and casts to float32 inside: the raw frame
+    of a landed batch (the data gate's int64 and float64 columns, id and label dropped)
+    goes through ``mlflow.pyfunc.load_model(...).predict`` and scores as our server does."""
+    from serving_support import DATA, LABEL
+
+    from mlcicd_dagster.models.tasks import make_task
+    from mlcicd_dagster.models.tracking import train_and_track
+    from mlcicd_dagster.models.trainers import make_trainer
+
+    # the digits CNN (multiclass): its rows as they land, float64 pixels
+    uri, name, frame, _, _ = trained["multiclass_torch"]
+    theirs, mine = _pyfunc_and_ours(uri, name, frame)
+    assert theirs.shape == (len(frame), 10)
+    np.testing.assert_array_equal(theirs, mine)
+
+    # the built-in torch MLP (binary) on credit data: integer columns stay integers
+    batch = pd.read_csv(DATA / "golden.csv.gz").head(300)
+    assert (batch["AGE"].dtype, batch["LIMIT_BAL"].dtype) == (np.int64, np.float64)
+    feats = [c for c in batch.columns if c not in ("ID", LABEL)]
+    trainer = make_trainer(
+        "torch", {"max_epochs": 1, "batch_size": 64}, task=make_task("binary", [0, 1])
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracked = train_and_track(
+        trainer, batch.iloc[:200], batch.iloc[200:], label=LABEL, tracking_uri=uri,
+        model_name="credit_torch", features=feats, threads=1,
+    )  # fmt: skip
+    assert tracked.registered.version == VERSION
+    raw = batch.iloc[200:].drop(columns=["ID", LABEL])
+    theirs, mine = _pyfunc_and_ours(uri, "credit_torch", raw)
+    assert theirs.shape == mine.shape == (len(raw),)
+    np.testing.assert_array_equal(theirs, mine)
