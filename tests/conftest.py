@@ -43,3 +43,25 @@ def instance(home_dir: Path):
     inst = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(path)))
     yield inst
     inst.dispose()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _code_location_isolation():
+    """A test module that loads a code location of its own (a scratch folder with its own
+    ``definitions.py``) puts that folder first on ``sys.path``, as the command line does in
+    its one process. Afterwards the repo's code location must be the one imported again:
+    ``sys.path`` and the code-location modules are restored after each test module."""
+    path = list(sys.path)
+    modules = dict(sys.modules)
+    yield
+    sys.path[:] = path
+    for name in list(sys.modules):
+        top = name.split(".")[0]
+        if (
+            top in ("definitions", "assets", "sensors")
+            and modules.get(name) is not sys.modules[name]
+        ):
+            if name in modules:
+                sys.modules[name] = modules[name]
+            else:
+                del sys.modules[name]
