@@ -149,6 +149,39 @@ def _round_up(value: float, digits: int = 3) -> float:
     return math.ceil(value * scale) / scale
 
 
+def _size_metric(
+    metric: str, key: str, sd: float, sizes: dict[str, int], per_test: float
+) -> tuple[MetricSizing, float]:
+    """One metric's margin, sized so that an equal model fails each set's test with
+    probability <= ``per_test``; with its design per set and the sum of their rates."""
+    from mlcicd_dagster.models import stats
+
+    sd_used = max(sd * SD_SAFETY, 1e-6)
+    need = max(
+        stats.margin_for_false_rejection(sd_used, n, ALPHA, per_test) for n in sizes.values()
+    )
+    margin = _round_up(need)
+    designs = []
+    caught = math.inf
+    total = 0.0
+    for set_name, n in sizes.items():
+        se = sd_used / math.sqrt(n)
+        worse = margin + se * (stats.z_quantile(ALPHA) + stats.z_quantile(1 - CATCH_POWER))
+        d = stats.design_non_inferiority(
+            n=n,
+            sd_per_row=sd_used,
+            margin=margin,
+            alpha=ALPHA,
+            worse_by=worse,
+            target=per_test,
+            name=f"{metric} on {set_name}",
+        )
+        designs.append({"set": set_name, **d.to_dict()})
+        total += d.false_rejection
+        caught = min(caught, worse)  # the gate rejects when any set's test does
+    return MetricSizing(metric, key, sd, margin, tuple(designs), _round_up(caught)), total
+
+
 def _halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint halves of the rows, stratified by label."""
     rng = np.random.default_rng(seed)
@@ -229,29 +262,9 @@ def size_binary(
     total = 0.0
     for metric, key in metrics:
         sd = stats.per_row_sd(metric, y, score_a, score_b)
-        sd_used = max(sd * SD_SAFETY, 1e-6)
-        need = max(
-            stats.margin_for_false_rejection(sd_used, n, ALPHA, per_test) for n in sizes.values()
-        )
-        margin = _round_up(need)
-        designs = []
-        caught = math.inf
-        for set_name, n in sizes.items():
-            se = sd_used / math.sqrt(n)
-            worse = margin + se * (stats.z_quantile(ALPHA) + stats.z_quantile(1 - CATCH_POWER))
-            d = stats.design_non_inferiority(
-                n=n,
-                sd_per_row=sd_used,
-                margin=margin,
-                alpha=ALPHA,
-                worse_by=worse,
-                target=per_test,
-                name=f"{metric} on {set_name}",
-            )
-            designs.append({"set": set_name, **d.to_dict()})
-            total += d.false_rejection
-            caught = min(caught, worse)  # the gate rejects when any set's test does
-        sized.append(MetricSizing(metric, key, sd, margin, tuple(designs), _round_up(caught)))
+        one, rate = _size_metric(metric, key, sd, sizes, per_test)
+        sized.append(one)
+        total += rate
     auc_margin = sized[0].margin
     notes: list[str] = []
     if auc_margin > MAX_AUC_MARGIN:
@@ -351,29 +364,9 @@ def size_task(
         if relative and scale <= 0:
             raise InitError(f"the reference retrains fit the golden set exactly ({metric} 0)")
         sd = float(np.std(la - lb, ddof=1)) / scale
-        sd_used = max(sd * SD_SAFETY, 1e-6)
-        need = max(
-            stats.margin_for_false_rejection(sd_used, n, ALPHA, per_test) for n in sizes.values()
-        )
-        margin = _round_up(need)
-        designs = []
-        caught = math.inf
-        for set_name, n in sizes.items():
-            se = sd_used / math.sqrt(n)
-            worse = margin + se * (stats.z_quantile(ALPHA) + stats.z_quantile(1 - CATCH_POWER))
-            d = stats.design_non_inferiority(
-                n=n,
-                sd_per_row=sd_used,
-                margin=margin,
-                alpha=ALPHA,
-                worse_by=worse,
-                target=per_test,
-                name=f"{metric} on {set_name}",
-            )
-            designs.append({"set": set_name, **d.to_dict()})
-            total += d.false_rejection
-            caught = min(caught, worse)
-        sized.append(MetricSizing(metric, key, sd, margin, tuple(designs), _round_up(caught)))
+        one, rate = _size_metric(metric, key, sd, sizes, per_test)
+        sized.append(one)
+        total += rate
     limit_key, limit = (
         ("error", MAX_ERROR_MARGIN) if task == "multiclass" else ("loss", MAX_RELATIVE_MARGIN)
     )
