@@ -232,7 +232,7 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         default_factory=list, description="asset owners: emails or 'team:name'"
     )
     description: Annotated[str | None, _LITERAL] = None
-    data_bisect: Literal["revoke", "report", "off"] = Field(
+    data_bisect: Annotated[Literal["revoke", "report", "off"], _LITERAL] = Field(
         "revoke",
         description="after a candidate fails on the golden set: find the new batch to blame "
         "by retraining on subsets and revoke it, only report it, or off",

@@ -18,6 +18,7 @@ for every tick.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -29,6 +30,9 @@ def main() -> None:
     import pandas as pd
     from dagster._core.instance.ref import InstanceRef
 
+    # The project's code location, as `mlcicd` and `dg` load it from their working folder
+    # (a script's own folder, not the working one, is what Python puts first on sys.path).
+    sys.path.insert(0, os.getcwd())
     import definitions
     from mlcicd_dagster.pipeline.cycle import run_cycle
     from mlcicd_dagster.platform.dagster_home import ensure_dagster_home
