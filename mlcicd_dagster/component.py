@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import math
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -382,18 +381,13 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         pipeline = build_pipeline(spec)
         pipeline.sensors = build_sensors(pipeline, running=current_environment().sensors_running)
         self._pipeline = pipeline
-        defs = dg.Definitions(
+        # the assets carry the owners from their construction (build_pipeline)
+        return dg.Definitions(
             assets=pipeline.assets,
             asset_checks=pipeline.asset_checks,
             jobs=pipeline.jobs,
             sensors=pipeline.sensors,
         )
-        if spec.owners:
-            owners = list(spec.owners)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # map_asset_specs is a Dagster preview API
-                defs = defs.map_asset_specs(func=lambda s: s.replace_attributes(owners=owners))
-        return defs
 
     @property
     def pipeline(self) -> Any:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from mlcicd_dagster.pipeline import records
+from mlcicd_dagster.pipeline.presigned import presigned
 from mlcicd_dagster.platform.home import Home
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -282,6 +283,7 @@ def build_bisect_job(p: "PipelineDefs") -> dg.JobDefinition:
         description="Retrain on subsets of the batches landed since the champion to find "
         "the one(s) that made the candidate fail on the golden set; revoke by policy.",
     )
+    @presigned
     def data_bisect(context: dg.OpExecutionContext, mlcicd: MlcicdResource) -> dg.Output[None]:
         record = run_bisect(spec, mlcicd, context.log)
         return dg.Output(None, metadata=_metadata(record))
@@ -290,6 +292,7 @@ def build_bisect_job(p: "PipelineDefs") -> dg.JobDefinition:
         name=p.job_name("data_bisect"),
         description="After a rejection: which new batch is to blame (retrains on subsets).",
     )
+    @presigned
     def bisect_job() -> None:
         data_bisect()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlcicd_dagster.pipeline.presigned import presigned
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.atomic import atomic_write_json
 from mlcicd_dagster.platform.resources import MlcicdResource
@@ -53,9 +54,11 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         op_tags=spec.op_tags("raw_batch"),
         partitions_def=partitions,
         group_name=spec.dataset,
+        owners=list(spec.owners),
         kinds={"parquet"},
         description="One landed file, parsed. Never edits the landing zone.",
     )
+    @presigned
     def raw_batch(
         context: dg.AssetExecutionContext, mlcicd: MlcicdResource
     ) -> dg.MaterializeResult:
@@ -120,6 +123,7 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         name=f"{spec.dataset}__data_gate",
         description="The data gate of one landed batch.",
     )
+    @presigned
     def data_gate(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.data_gate import judge_batch
 
@@ -131,12 +135,14 @@ def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefini
         partitions_def=partitions,
         deps=[raw_batch],
         group_name=spec.dataset,
+        owners=list(spec.owners),
         kinds={"parquet"},
         automation_condition=ELIGIBLE,
         output_required=False,
         description="Accepted rows of one batch, in the Parquet lake (nothing for a "
         "rejected batch: it is in quarantine with its reason).",
     )
+    @presigned
     def validated_batch(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.data_gate import accept_staged_batch
 

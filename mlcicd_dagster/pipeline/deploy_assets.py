@@ -12,6 +12,7 @@ import dagster as dg
 
 from mlcicd_dagster.pipeline.data_assets import ELIGIBLE
 from mlcicd_dagster.pipeline.deploy_config import DECISION_CHECKS, RolloutConfig
+from mlcicd_dagster.pipeline.presigned import presigned
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.deploy_targets import DeployTargetResource
 from mlcicd_dagster.platform.resources import MlcicdResource
@@ -24,6 +25,7 @@ def build_deploy_assets(spec: PipelineSpec):
     tags = {DEPLOY_CONCURRENCY_TAG: spec.model_name}
 
     @dg.op(name=f"{spec.dataset}__prepare_rollout", tags=tags, ins={"model": dg.In(dg.Nothing)})
+    @presigned
     def prepare_rollout(
         context: dg.OpExecutionContext,
         mlcicd: MlcicdResource,
@@ -35,6 +37,7 @@ def build_deploy_assets(spec: PipelineSpec):
         return prepare(spec, mlcicd, config, context.log, deploy_target)
 
     @dg.op(name=f"{spec.dataset}__roll_out", tags=tags)
+    @presigned
     def roll_out(
         context: dg.OpExecutionContext,
         mlcicd: MlcicdResource,
@@ -46,6 +49,7 @@ def build_deploy_assets(spec: PipelineSpec):
         return execute_rollout(spec, mlcicd, plan, context.run.run_id, context.log, deploy_target)
 
     @dg.op(name=f"{spec.dataset}__record_rollout", tags=tags)
+    @presigned
     def record_rollout(context: dg.OpExecutionContext, mlcicd: MlcicdResource, outcome: dict):
         from mlcicd_dagster.pipeline.deploy_ops import record
 
@@ -56,9 +60,11 @@ def build_deploy_assets(spec: PipelineSpec):
         key=dg.AssetKey(spec.key("deployment")),
         ins={"model": dg.AssetIn(key=dg.AssetKey(spec.key("model")), dagster_type=dg.Nothing)},
         group_name=spec.dataset,
+        owners=list(spec.owners),
         automation_condition=ELIGIBLE,
         description="What serves: stable/canary/shadow versions and weights on the deploy target.",
     )
+    @presigned
     def deployment(model):
         return record_rollout(roll_out(prepare_rollout(model)))
 
@@ -70,6 +76,7 @@ def build_deploy_assets(spec: PipelineSpec):
         name=f"{spec.dataset}__rollout_decisions",
         description="Each decision of the last rollout (inputs, statistic, threshold, verdict).",
     )
+    @presigned
     def rollout_decisions(mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.deploy_ops import decision_checks
 
@@ -80,6 +87,7 @@ def build_deploy_assets(spec: PipelineSpec):
         name="aliases_match_serving",
         description="Registry aliases equal what serves: champion = stable, challenger = canary.",
     )
+    @presigned
     def aliases_match_serving(mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.deploy_ops import alias_check
 

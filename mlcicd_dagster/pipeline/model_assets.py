@@ -13,6 +13,7 @@ here, when the code location loads, with the fix.
 
 import dagster as dg
 
+from mlcicd_dagster.pipeline.presigned import presigned
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -47,11 +48,13 @@ def build_model_assets(spec: PipelineSpec):
         op_tags=spec.op_tags("training_set"),
         deps=[validated_key],
         group_name=spec.dataset,
+        owners=list(spec.owners),
         kinds={"parquet"},
         # No automation condition: the training sensor coalesces a burst of batches
         # into one training (pipeline/training.py).
         description="All validated, unrevoked batches, with a stable hash-based holdout split.",
     )
+    @presigned
     def training_set(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.model_gate import build_training_set
 
@@ -62,10 +65,12 @@ def build_model_assets(spec: PipelineSpec):
         op_tags=spec.op_tags("model"),
         deps=[training_set],
         group_name=spec.dataset,
+        owners=list(spec.owners),
         kinds={"mlflow", spec.trainer},
         description=f"{spec.trainer} model trained, tracked and registered as "
         f"'{spec.model_name}' in MLflow. Unchanged inputs do not retrain.",
     )
+    @presigned
     def model(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.model_gate import train_candidate
         from mlcicd_dagster.platform.faults import point
@@ -85,6 +90,7 @@ def build_model_assets(spec: PipelineSpec):
         name=f"{spec.dataset}__model_gates",
         description="The model gates, judged together on shared scores.",
     )
+    @presigned
     def model_gates(context: dg.AssetCheckExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.model_gate import judge_all
         from mlcicd_dagster.platform.faults import point

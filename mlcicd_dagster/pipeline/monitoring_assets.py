@@ -11,6 +11,7 @@ import datetime as dt
 import dagster as dg
 
 from mlcicd_dagster import settings
+from mlcicd_dagster.pipeline.presigned import presigned
 from mlcicd_dagster.pipeline.spec import PipelineSpec
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -71,10 +72,12 @@ def build_monitoring_assets(spec: PipelineSpec):
         deps=[dg.AssetKey(spec.key("deployment"))],
         partitions_def=partitions,
         group_name=spec.dataset,
+        owners=list(spec.owners),
         kinds={"duckdb"},
         check_specs=specs,
         description="Live metrics (with intervals), label coverage and drift per window.",
     )
+    @presigned
     def monitoring(context: dg.AssetExecutionContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.monitoring_policy import materialize_window
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from mlcicd_dagster.pipeline.presigned import presigned
 from mlcicd_dagster.platform.home import Home
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -123,6 +124,7 @@ def build_revocation_job(p: "PipelineDefs") -> dg.JobDefinition:
         description="Mark a validated batch revoked (or restore it); the training sensor "
         "then trains the next model without (or with) it.",
     )
+    @presigned
     def revoke_or_restore(
         context: dg.OpExecutionContext, config: RevocationConfig, mlcicd: MlcicdResource
     ) -> dg.Output[None]:
@@ -154,6 +156,7 @@ def build_revocation_job(p: "PipelineDefs") -> dg.JobDefinition:
         "(config: action, batch, reason).",
         tags={"mlcicd/trigger": "data_revocation"},
     )
+    @presigned
     def data_revocation() -> None:
         revoke_or_restore()
 

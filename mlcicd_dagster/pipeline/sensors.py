@@ -10,6 +10,7 @@ import datetime as dt
 import dagster as dg
 
 from mlcicd_dagster.pipeline.factory import PipelineDefs
+from mlcicd_dagster.pipeline.presigned import presigned
 from mlcicd_dagster.platform.deploy_targets import DeployTargetResource
 from mlcicd_dagster.platform.resources import MlcicdResource
 
@@ -44,6 +45,7 @@ def _rollout_controller_sensor(
         description="Moves the rollout in flight on by one tick: advance a canary step, "
         "promote, roll back or hold (what it waits for is in `mlcicd status`).",
     )
+    @presigned
     def rollout_controller(
         context: dg.SensorEvaluationContext,
         mlcicd: MlcicdResource,
@@ -70,6 +72,7 @@ def _orphans_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Senso
         default_status=status,
         description="Runs whose process died are failed with the reason and run again.",
     )
+    @presigned
     def orphaned_runs(context: dg.SensorEvaluationContext):
         from mlcicd_dagster.pipeline.orphans import orphans_tick
 
@@ -88,6 +91,7 @@ def _landing_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Senso
         default_status=status,
         description=f"One partition and one run per file landed in landing/{spec.dataset}/.",
     )
+    @presigned
     def landing(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.landing import landing_tick
 
@@ -107,6 +111,7 @@ def _training_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Sens
         description="One training on all validated, unrevoked batches once their data gates "
         "are done (a burst of batches trains once); again after a revoke or restore.",
     )
+    @presigned
     def training(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.training import training_tick
 
@@ -126,6 +131,7 @@ def _bisect_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Sensor
         description="After a candidate fails on the golden set: find the new batch to blame "
         "(retrains on subsets) and, by the pipeline's policy, revoke it.",
     )
+    @presigned
     def data_bisect(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.bisect import bisect_tick
 
@@ -144,6 +150,7 @@ def _monitoring_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Se
         default_status=status,
         description="Materializes each finished monitoring window once traffic was served in it.",
     )
+    @presigned
     def monitoring(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.monitoring_policy import monitoring_tick
 
@@ -162,6 +169,7 @@ def _retrain_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Senso
         default_status=status,
         description="Turns monitoring results into retraining runs (cool-down, de-dup, budget).",
     )
+    @presigned
     def retraining(context: dg.SensorEvaluationContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.pipeline.monitoring_policy import retrain_tick
 
@@ -178,6 +186,7 @@ def _failure_sensor(p: PipelineDefs, status: dg.DefaultSensorStatus) -> dg.Senso
         default_status=status,
         description="Every failed run (a gate saying no included) becomes a structured alert.",
     )
+    @presigned
     def failure_alert(context: dg.RunFailureSensorContext, mlcicd: MlcicdResource):
         from mlcicd_dagster.platform.alerts import send_alert
 
