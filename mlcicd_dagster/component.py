@@ -36,82 +36,70 @@ from mlcicd_dagster.platform import yamlio
 
 TYPE_NAME = "mlcicd_dagster.MLPipeline"
 # Values are taken as written: no Jinja templating of each string (that alone would cost
-# the code location ~0.3 s of load in every step process).
+# the code location ~0.3 s of load in every step process). The nested sections (features,
+# training, rollout, monitoring) are plain pydantic models taken whole: Dagster derives no
+# resolvable model for each (~1 ms apiece in every process).
 _LITERAL = dg.Resolver.passthrough()
 Task = Literal["binary", "multiclass", "regression"]
 
 
-class Features(dg.Resolvable, dg.Model):
+class Features(dg.Model):
     """The model's input columns. Categorical values may be strings."""
 
-    numeric: Annotated[list[str], _LITERAL] = Field(
-        default_factory=list, description="numeric feature columns"
-    )
-    categorical: Annotated[list[str], _LITERAL] = Field(
+    numeric: list[str] = Field(default_factory=list, description="numeric feature columns")
+    categorical: list[str] = Field(
         default_factory=list, description="categorical feature columns (ints or strings)"
     )
 
 
-class Training(dg.Resolvable, dg.Model):
+class Training(dg.Model):
     """Which model is trained, and on what: the task's built-in default or your own factory."""
 
-    trainer: Annotated[Literal["sklearn", "torch"], _LITERAL] = Field(
+    trainer: Literal["sklearn", "torch"] = Field(
         "sklearn", description="built-in trainer family (sklearn or torch)"
     )
-    factory: Annotated[str | None, _LITERAL] = Field(
+    factory: str | None = Field(
         None,
         description="your own model: 'package.module:function' returning a scikit-learn "
         "estimator/Pipeline (trainer: sklearn) or a torch.nn.Module (trainer: torch)",
     )
-    params: Annotated[dict[str, Any], _LITERAL] = Field(
+    params: dict[str, Any] = Field(
         default_factory=dict,
         description="keyword arguments for the built-in trainer (torch: also for training "
         "your module: epochs, lr, batch_size)",
     )
-    model_params: Annotated[dict[str, Any], _LITERAL] = Field(
+    model_params: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for your factory"
     )
-    trusted_types: Annotated[list[str], _LITERAL] = Field(
+    trusted_types: list[str] = Field(
         default_factory=list,
         description="skops types your model needs trusted to load (visible in review)",
     )
-    holdout_fraction: Annotated[float, _LITERAL] = Field(
+    holdout_fraction: float = Field(
         0.2, description="share of the lake held out (hash of the row) to judge the model"
     )
 
 
-class Rollout(dg.Resolvable, dg.Model):
+class Rollout(dg.Model):
     """How a gated model reaches traffic (the first model ever goes blue-green)."""
 
-    strategy: Annotated[Literal["blue_green", "canary", "shadow"], _LITERAL] = "canary"
-    canary_steps: Annotated[list[float], _LITERAL] = Field(
-        default_factory=lambda: [0.05, 0.25, 0.5, 1.0]
-    )
-    shadow_fraction: Annotated[float, _LITERAL] = Field(
-        0.2, description="traffic mirrored to a shadow, (0, 1]"
-    )
-    max_duration_s: Annotated[float, _LITERAL] = Field(
-        600.0, description="a rollout longer than this rolls back"
-    )
-    poll_interval_s: Annotated[float, _LITERAL] = Field(
-        2.0, description="seconds between canary analyses"
-    )
+    strategy: Literal["blue_green", "canary", "shadow"] = "canary"
+    canary_steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0])
+    shadow_fraction: float = Field(0.2, description="traffic mirrored to a shadow, (0, 1]")
+    max_duration_s: float = Field(600.0, description="a rollout longer than this rolls back")
+    poll_interval_s: float = Field(2.0, description="seconds between canary analyses")
 
 
-class Monitoring(dg.Resolvable, dg.Model):
+class Monitoring(dg.Model):
     """Windows of served traffic: live metrics and drift, one partition per window."""
 
-    window_minutes: Annotated[int, _LITERAL] = Field(
-        60, description="divides an hour, or whole hours"
-    )
-    start: Annotated[str | None, _LITERAL] = Field(
+    window_minutes: int = Field(60, description="divides an hour, or whole hours")
+    start: str | None = Field(
         None,
         description="first window listed, 'YYYY-MM-DD' or 'YYYY-MM-DD-HH:MM' (UTC); "
         "default: history_days ago",
     )
-    history_days: Annotated[int, _LITERAL] = Field(
-        7, description="days of windows listed when start is not set"
-    )
+    history_days: int = Field(7, description="days of windows listed when start is not set")
 
 
 class ScaffoldParams(dg.Model):
@@ -210,8 +198,8 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
     id_column: Annotated[str | None, _LITERAL] = Field(
         None, description="row ID column (ints or strings)"
     )
-    features: Features
-    training: Training = Field(default_factory=Training)  # type: ignore[arg-type]
+    features: Annotated[Features, _LITERAL]
+    training: Annotated[Training, _LITERAL] = Field(default_factory=Training)  # type: ignore[arg-type]
     golden: Annotated[str, _LITERAL] = Field(
         ..., description="trusted labelled rows the gates judge on"
     )
@@ -225,8 +213,8 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
     sample: Annotated[str | None, _LITERAL] = Field(
         None, description="rows `mlcicd ci` runs the pipeline on"
     )
-    rollout: Rollout = Field(default_factory=Rollout)  # type: ignore[arg-type]
-    monitoring: Monitoring = Field(default_factory=Monitoring)  # type: ignore[arg-type]
+    rollout: Annotated[Rollout, _LITERAL] = Field(default_factory=Rollout)  # type: ignore[arg-type]
+    monitoring: Annotated[Monitoring, _LITERAL] = Field(default_factory=Monitoring)  # type: ignore[arg-type]
     owners: Annotated[list[str], _LITERAL] = Field(
         default_factory=list, description="asset owners: emails or 'team:name'"
     )
