@@ -38,7 +38,9 @@ TYPE_NAME = "mlcicd_dagster.MLPipeline"
 # Values are taken as written: no Jinja templating of each string (that alone would cost
 # the code location ~0.3 s of load in every step process). The nested sections (features,
 # training, rollout, monitoring) are plain pydantic models taken whole: Dagster derives no
-# resolvable model for each (~1 ms apiece in every process).
+# resolvable model for each (~1 ms apiece in every process). Defaults are values, not
+# factories (pydantic copies a mutable default for each instance): a factory such as
+# `list` has pydantic read its signature through inspect's tokenizer (~2 ms).
 _LITERAL = dg.Resolver.passthrough()
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -46,9 +48,9 @@ Task = Literal["binary", "multiclass", "regression"]
 class Features(dg.Model):
     """The model's input columns. Categorical values may be strings."""
 
-    numeric: list[str] = Field(default_factory=list, description="numeric feature columns")
+    numeric: list[str] = Field(default=[], description="numeric feature columns")
     categorical: list[str] = Field(
-        default_factory=list, description="categorical feature columns (ints or strings)"
+        default=[], description="categorical feature columns (ints or strings)"
     )
 
 
@@ -64,15 +66,15 @@ class Training(dg.Model):
         "estimator/Pipeline (trainer: sklearn) or a torch.nn.Module (trainer: torch)",
     )
     params: dict[str, Any] = Field(
-        default_factory=dict,
+        default={},
         description="keyword arguments for the built-in trainer (torch: also for training "
         "your module: epochs, lr, batch_size)",
     )
     model_params: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments for your factory"
+        default={}, description="keyword arguments for your factory"
     )
     trusted_types: list[str] = Field(
-        default_factory=list,
+        default=[],
         description="skops types your model needs trusted to load (visible in review)",
     )
     holdout_fraction: float = Field(
@@ -84,7 +86,7 @@ class Rollout(dg.Model):
     """How a gated model reaches traffic (the first model ever goes blue-green)."""
 
     strategy: Literal["blue_green", "canary", "shadow"] = "canary"
-    canary_steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0])
+    canary_steps: list[float] = Field([0.05, 0.25, 0.5, 1.0])
     shadow_fraction: float = Field(0.2, description="traffic mirrored to a shadow, (0, 1]")
     max_duration_s: float = Field(600.0, description="a rollout longer than this rolls back")
     poll_interval_s: float = Field(2.0, description="seconds between canary analyses")
@@ -199,7 +201,7 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         None, description="row ID column (ints or strings)"
     )
     features: Annotated[Features, _LITERAL]
-    training: Annotated[Training, _LITERAL] = Field(default_factory=Training)  # type: ignore[arg-type]
+    training: Annotated[Training, _LITERAL] = Field(Training())
     golden: Annotated[str, _LITERAL] = Field(
         ..., description="trusted labelled rows the gates judge on"
     )
@@ -213,10 +215,10 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
     sample: Annotated[str | None, _LITERAL] = Field(
         None, description="rows `mlcicd ci` runs the pipeline on"
     )
-    rollout: Annotated[Rollout, _LITERAL] = Field(default_factory=Rollout)  # type: ignore[arg-type]
-    monitoring: Annotated[Monitoring, _LITERAL] = Field(default_factory=Monitoring)  # type: ignore[arg-type]
+    rollout: Annotated[Rollout, _LITERAL] = Field(Rollout())
+    monitoring: Annotated[Monitoring, _LITERAL] = Field(Monitoring())
     owners: Annotated[list[str], _LITERAL] = Field(
-        default_factory=list, description="asset owners: emails or 'team:name'"
+        default=[], description="asset owners: emails or 'team:name'"
     )
     description: Annotated[str | None, _LITERAL] = None
     data_bisect: Annotated[Literal["revoke", "report", "off"], _LITERAL] = Field(
