@@ -58,10 +58,10 @@ class Training(dg.Model):
     """Which model is trained, and on what: the task's built-in default or your own factory."""
 
     trainer: Literal["sklearn", "torch"] = Field(
-        "sklearn", description="built-in trainer family (sklearn or torch)"
+        default="sklearn", description="built-in trainer family (sklearn or torch)"
     )
     factory: str | None = Field(
-        None,
+        default=None,
         description="your own model: 'package.module:function' returning a scikit-learn "
         "estimator/Pipeline (trainer: sklearn) or a torch.nn.Module (trainer: torch)",
     )
@@ -78,7 +78,7 @@ class Training(dg.Model):
         description="skops types your model needs trusted to load (visible in review)",
     )
     holdout_fraction: float = Field(
-        0.2, description="share of the lake held out (hash of the row) to judge the model"
+        default=0.2, description="share of the lake held out (hash of the row) to judge the model"
     )
 
 
@@ -86,26 +86,31 @@ class Rollout(dg.Model):
     """How a gated model reaches traffic (the first model ever goes blue-green)."""
 
     strategy: Literal["blue_green", "canary", "shadow"] = "canary"
-    canary_steps: list[float] = Field([0.05, 0.25, 0.5, 1.0])
-    shadow_fraction: float = Field(0.2, description="traffic mirrored to a shadow, (0, 1]")
-    max_duration_s: float = Field(600.0, description="a rollout longer than this rolls back")
-    poll_interval_s: float = Field(2.0, description="seconds between canary analyses")
+    canary_steps: list[float] = Field(default=[0.05, 0.25, 0.5, 1.0])
+    shadow_fraction: float = Field(default=0.2, description="traffic mirrored to a shadow, (0, 1]")
+    max_duration_s: float = Field(
+        default=600.0, description="a rollout longer than this rolls back"
+    )
+    poll_interval_s: float = Field(default=2.0, description="seconds between canary analyses")
 
 
 class Monitoring(dg.Model):
     """Windows of served traffic: live metrics and drift, one partition per window."""
 
-    window_minutes: int = Field(60, description="divides an hour, or whole hours")
+    window_minutes: int = Field(default=60, description="divides an hour, or whole hours")
     start: str | None = Field(
-        None,
+        default=None,
         description="first window listed, 'YYYY-MM-DD' or 'YYYY-MM-DD-HH:MM' (UTC); "
         "default: history_days ago",
     )
-    history_days: int = Field(7, description="days of windows listed when start is not set")
+    history_days: int = Field(default=7, description="days of windows listed when start is not set")
 
 
 class ScaffoldParams(dg.Model):
     """``dg scaffold defs mlcicd_dagster.MLPipeline NAME --json-params '{...}'``."""
+
+    # validated only when scaffolding: its schema is built then, not in every process
+    model_config = {**dg.Model.model_config, "defer_build": True}
 
     data: str | None = None  # CSV/Parquet file to profile (as mlcicd init)
     label: str | None = None  # the label column of data

@@ -43,9 +43,13 @@ def windows_start(spec: PipelineSpec, now: dt.datetime | None = None) -> str:
     Day-aligned, so every process that loads the code location on the same day agrees."""
     if spec.monitoring_start:
         return spec.monitoring_start
+    return _first_day(spec, now).strftime("%Y-%m-%d") + "-00:00"
+
+
+def _first_day(spec: PipelineSpec, now: dt.datetime | None = None) -> dt.datetime:
     now = now or dt.datetime.now(dt.UTC)
     day = (now - dt.timedelta(days=spec.monitoring_history_days)).date()
-    return day.strftime("%Y-%m-%d") + "-00:00"
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def monitoring_partitions(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefinition:
@@ -54,8 +58,11 @@ def monitoring_partitions(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefiniti
         cron = f"*/{minutes} * * * *"
     else:
         cron = "0 * * * *" if minutes == 60 else f"0 */{minutes // 60} * * *"
+    # The default start as a datetime: Dagster parses a string start with strptime (whose
+    # module import and format compile cost ~1 ms in every process that loads).
+    start = spec.monitoring_start or _first_day(spec)
     return dg.TimeWindowPartitionsDefinition(
-        start=windows_start(spec), cron_schedule=cron, fmt=WINDOW_FMT, timezone="UTC"
+        start=start, cron_schedule=cron, fmt=WINDOW_FMT, timezone="UTC"
     )
 
 
