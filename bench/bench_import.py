@@ -122,10 +122,13 @@ def main() -> int:
         "its heap (`gc.freeze`), which also spares the interpreter's final collection; the "
         "verdict therefore uses the CPU seconds of the import statement. The pipelines' "
         "load-time checks (drift rules, the gates' design, the golden labels) are remembered "
-        "by the bytes they read (`platform/load_cache.py`) and YAML is read by libyaml; what "
-        "remains is Dagster resolving each `defs.yaml` (its YAML with source positions, "
-        "jinja2, the component's pydantic models) and building each pipeline's assets, "
-        "checks, jobs and sensors.",
+        "by the bytes they read (`platform/load_cache.py`) and YAML is read by libyaml; "
+        "values are taken as written (no jinja2), the component derives one resolvable model "
+        "(its sections are plain pydantic models) and each step function's signature is "
+        "computed once (`pipeline/presigned.py`). What remains is Dagster's own cost per "
+        "definition: parsing each `defs.yaml` with source positions, and building each "
+        "pipeline's 6 assets, 4 check steps, 5 ops, 6 jobs and 8 sensors, and stamping "
+        "each with its component's metadata.",
     ]
     body = "\n".join(lines)
     print(body)
