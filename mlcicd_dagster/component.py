@@ -269,7 +269,9 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
             raise fail("id_column", f"{self.id_column!r} is also listed as a feature")
         golden = path("golden", self.golden)
         assert golden is not None
-        columns = _columns(golden)
+        classes = class_keys(self.task, self.classes)
+        facts = _golden_facts(golden, self.task, classes, self.label)
+        columns = facts["columns"]
         if columns is not None:
             where = f"the golden set ({self.golden})"
             if self.label not in columns:
@@ -281,20 +283,10 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
                 raise fail("features", f"not columns of {where}: {', '.join(missing)}")
         # The task's rules (models.tasks), checked here without numpy: the code location
         # loads in every step process.
-        classes = class_keys(self.task, self.classes)
         if isinstance(classes, str):
             raise fail("classes", classes)
-        if columns is not None and self.label in columns:
-            from mlcicd_dagster.platform.load_cache import remembered
-
-            def label_problem() -> str:
-                labels = _column_values(golden, self.label)
-                return "" if labels is None else _label_problem(self.task, classes, labels) or ""
-
-            args = {"task": self.task, "classes": classes, "label": self.label}
-            reason = remembered("golden_labels", [golden], args, label_problem)
-            if reason:
-                raise fail("label", f"golden set ({self.golden}): {reason}")
+        if facts["labels"]:
+            raise fail("label", f"golden set ({self.golden}): {facts['labels']}")
         factory = self.training.factory
         if factory is not None and factory.startswith("."):
             factory = _package_of(folder) + factory  # ".model:make": beside defs.yaml
@@ -390,6 +382,27 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         if self._pipeline is None:
             raise ConfigError(f"pipeline {self.name or ''} was not built yet")
         return self._pipeline
+
+
+def _golden_facts(
+    golden: Path, task: str, classes: list[str | None] | str, label: str
+) -> dict[str, Any]:
+    """``columns`` of the golden set (None: not CSV/Parquet) and ``labels``: why its label
+    column does not fit the task ("" when it does, or when the classes are invalid or the
+    label is not a column: those are reported on their own). Remembered by the file's bytes
+    (``platform.load_cache``): a process that loads the code location reads no golden set."""
+    from mlcicd_dagster.platform.load_cache import remembered
+
+    def compute() -> dict[str, Any]:
+        columns = _columns(golden)
+        problem = ""
+        if columns is not None and label in columns and not isinstance(classes, str):
+            values = _column_values(golden, label)
+            problem = "" if values is None else _label_problem(task, classes, values)
+        return {"columns": columns, "labels": problem}
+
+    args = {"task": task, "classes": classes, "label": label}
+    return remembered("golden", [golden], args, compute)
 
 
 def _columns(path: Path) -> list[str] | None:
@@ -491,18 +504,26 @@ def _factory_problem(dotted: str) -> str | None:
         return f"{dotted!r} does not import: no module named {module!r}"
     origin = found.origin
     if origin and origin.endswith(".py") and Path(origin).is_file():
-        tree = ast.parse(Path(origin).read_text(encoding="utf-8"), filename=origin)
-        names: set[str] = set()
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                names.add(node.name)
-            elif isinstance(node, ast.Assign):
-                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-            elif isinstance(node, ast.ImportFrom | ast.Import):
-                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        from mlcicd_dagster.platform.load_cache import remembered
+
+        # the module's top-level names, remembered by its bytes (no parse per process)
+        names = remembered("module_names", [Path(origin)], {}, lambda: _top_level_names(origin))
         if attr not in names:
             return f"{dotted!r} does not import: {module} defines no {attr!r}"
     return None
+
+
+def _top_level_names(origin: str) -> list[str]:
+    tree = ast.parse(Path(origin).read_text(encoding="utf-8"), filename=origin)
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return sorted(names)
 
 
 def _window_start(value: str | None) -> str | None:
