@@ -26,14 +26,21 @@ _LIB = Path(__file__).resolve().parent.parent
 
 @functools.lru_cache(maxsize=1)
 def _code_fingerprint() -> str:
-    h = hashlib.sha256()
-    for path in sorted(_LIB.rglob("*.py")):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        h.update(f"{path.relative_to(_LIB)}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
+    """Path, size and mtime of every ``.py`` file of the library. os.walk on strings, not
+    Path.rglob (which also lists each ``__pycache__``): ~1/3 of the time, in every process
+    that loads the code location."""
+    entries = []
+    for folder, dirs, files in os.walk(_LIB):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        rel = os.path.relpath(folder, _LIB)
+        for name in files:
+            if name.endswith(".py"):
+                try:
+                    st = os.stat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                entries.append(f"{os.path.join(rel, name)}:{st.st_size}:{st.st_mtime_ns};")
+    return hashlib.sha256("".join(sorted(entries)).encode()).hexdigest()
 
 
 def _folder() -> Path | None:
