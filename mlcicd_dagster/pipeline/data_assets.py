@@ -39,14 +39,19 @@ def landed_file(landing: Path, partition_key: str) -> Path | None:
     return None
 
 
+def _drift_rules_ok(spec: PipelineSpec) -> bool:
+    from mlcicd_dagster.pipeline.data_gate import drift_rules  # only when not remembered
+
+    return bool(drift_rules(spec))
+
+
 def build_data_assets(spec: PipelineSpec, partitions: dg.DynamicPartitionsDefinition):
-    from mlcicd_dagster.pipeline.data_gate import drift_rules
     from mlcicd_dagster.platform.load_cache import remembered
 
     # a bad drift rule (or a label the suite names differently) is refused when the code
     # location loads; a suite checked before (same bytes) is not parsed again
     args = {"features": list(spec.features), "label": spec.label, "id": spec.id_column}
-    remembered("drift_rules", [spec.suite_path], args, lambda: bool(drift_rules(spec)))
+    remembered("drift_rules", [spec.suite_path], args, lambda: _drift_rules_ok(spec))
     raw_key = dg.AssetKey(spec.key("raw_batch"))
 
     @dg.asset(

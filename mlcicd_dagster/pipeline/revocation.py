@@ -6,7 +6,6 @@ bisect's policy. The lake keeps the batch, marked with who, why and when; the
 training sensor sees the new set of batches and asks for a model without it.
 """
 
-import getpass
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
 
 
 def current_user() -> str:
+    import getpass  # at run time only: the code location imports this module
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
