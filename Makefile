@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not extended" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not extended" --durations=30 $(PYTEST_ARGS)
 
 # `make test` runs every suite, the fault-injection suite (tests/faults: real kill -9 at
 # each rollout phase) and the built wheel in a fresh virtual environment

@@ -3,7 +3,8 @@
 Library methods where a library has them, ours where none does:
 
 * ``auc`` (rank AUC, scikit-learn's ``roc_auc_score``), ``wilson_interval``
-  (statsmodels), ``holm`` / ``adjust_pvalues`` (statsmodels ``multipletests``),
+  (statsmodels), ``adjust_pvalues`` (statsmodels ``multipletests``; Holm's arithmetic
+  done here, checked against it, as statsmodels collects all garbage on each Holm call),
   ``chi2_two_sample`` (scipy ``chi2_contingency``), binomial bounds (scipy beta).
 * Ours: DeLong's variance of one AUC or of two correlated AUCs on the same rows
   (fast O(n log n) midrank form, Sun & Xu 2014; no maintained library ships it),
@@ -329,14 +330,12 @@ def per_row_sd(metric: str, y: np.ndarray, candidate: np.ndarray, champion: np.n
 # proportions, multiplicity, contingency tables, PSI
 # ---------------------------------------------------------------------------
 def holm(pvalues: Sequence[float] | np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Holm step-down (statsmodels): (rejected mask, adjusted p-values). FWER <= alpha."""
+    """Holm step-down: (rejected mask, adjusted p-values). FWER <= alpha."""
     p = np.asarray(pvalues, dtype=np.float64)
     if p.size == 0:
         return np.zeros(0, dtype=bool), np.zeros(0)
-    from statsmodels.stats.multitest import multipletests
-
-    rejected, adjusted, _, _ = multipletests(p, alpha=alpha, method="holm")
-    return np.asarray(rejected, dtype=bool), np.asarray(adjusted, dtype=np.float64)
+    adjusted = _holm_adjusted(p)
+    return adjusted <= alpha, adjusted
 
 
 def adjust_pvalues(p: np.ndarray, method: str = "holm") -> np.ndarray:
@@ -350,9 +349,25 @@ def adjust_pvalues(p: np.ndarray, method: str = "holm") -> np.ndarray:
     ok = ~np.isnan(p)
     if method == "none" or not ok.any():
         return out
+    if method == "holm":
+        out[ok] = _holm_adjusted(p[ok])
+        return out
     from statsmodels.stats.multitest import multipletests
 
     out[ok] = multipletests(p[ok], method=names[method])[1]
+    return out
+
+
+def _holm_adjusted(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values, the arithmetic of statsmodels' ``multipletests``
+    (``method="holm"``; the tests compare the two), without the full ``gc.collect()`` that
+    statsmodels runs on every Holm call (statsmodels PR #8671): 60 of the 110 ms of one
+    drift comparison of 24 features, and more in a process holding a large heap."""
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(np.maximum.accumulate(p[order] * np.arange(m, 0, -1)), 1.0)
+    out = np.empty(m, dtype=np.float64)
+    out[order] = adjusted
     return out
 
 

@@ -9,15 +9,13 @@ for the pull-request comment. Exit 1 when a gate (or the data gate) fails.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from mlcicd_dagster.platform.environ import scoped_environ
 from mlcicd_dagster.platform.home import Home
 
 if TYPE_CHECKING:
@@ -38,7 +36,10 @@ def run_ci(p: PipelineDefs, *, report_path: Path, sample_rows: int) -> int:
     if spec.sample_path is None:
         raise ValueError(f"pipeline {spec.dataset} declares no sample_path for CI runs")
     champion_uri = Home.from_env().tracking_uri  # read before switching to the scratch home
-    with tempfile.TemporaryDirectory(prefix="mlcicd-ci-") as scratch, _scratch_env(scratch):
+    with (
+        tempfile.TemporaryDirectory(prefix="mlcicd-ci-") as scratch,
+        scoped_environ({"MLCICD_HOME": scratch}, unset=["MLFLOW_TRACKING_URI"]),
+    ):
         home = Home(Path(scratch)).ensure(spec.dataset)
         sample = pd.read_csv(spec.sample_path)
         sample = sample.sample(n=min(sample_rows, len(sample)), random_state=0)
@@ -68,21 +69,6 @@ def run_ci(p: PipelineDefs, *, report_path: Path, sample_rows: int) -> int:
     print(text)
     print(f"\nReport written to {report_path}")
     return 0 if report.passed else 1
-
-
-@contextlib.contextmanager
-def _scratch_env(scratch: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("MLCICD_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["MLCICD_HOME"] = scratch
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _run_pipeline(p: PipelineDefs, home: Home) -> tuple[bool, str]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests_support import DATA, ROOT
+from tests_support import DATA, ROOT, scoped_environ
 
 LABEL = "default.payment.next.month"
 MODEL = "credit_default"
@@ -310,33 +310,26 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
     t0 = time.monotonic()
     root = tmp_path_factory.mktemp("faults") / "home"
     env = {"MLCICD_HOME": str(root), **FAST_ROLLOUT}
-    saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "DAGSTER_HOME"]}
-    os.environ.update(env)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    home = Home(root).ensure(MODEL)
-    pool = pd.read_csv(DATA / "pool.csv.gz")
-    lp = Loop(home=home, env=env, pool=pool, project=make_project(root.parent))
-    lp.land(4000)
-    first = lp.mlcicd("cycle")
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert lp.state().stable is not None, first.stdout
-    lp.server, lp.url = start_subprocess(home, MODEL, port=0, env=env,
-                                         log_path=root / "server.log")  # fmt: skip
-    lp.wait_ready(lp.url)
-    lp.traffic = TrafficReplayer(lp.url, pool.iloc[-3000:], LABEL, rate_per_s=60.0,
-                                 label_delay_s=0.1, max_seconds=3600).start()  # fmt: skip
-    lp.agent = Agent(lp.project, env, root / "agent.log")
-    print(f"\nfault suite: champion, server and traffic ready in {time.monotonic() - t0:.0f} s")
-    try:
-        yield lp
-    finally:
-        print(f"\nfault table: {json.dumps(lp.table, indent=1)}\ntraffic {lp.traffic.stats}")
-        lp.agent.close()
-        lp.traffic.stop()
-        lp.server.terminate()
-        lp.server.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with scoped_environ(env):
+        home = Home(root).ensure(MODEL)
+        pool = pd.read_csv(DATA / "pool.csv.gz")
+        lp = Loop(home=home, env=env, pool=pool, project=make_project(root.parent))
+        lp.land(4000)
+        first = lp.mlcicd("cycle")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert lp.state().stable is not None, first.stdout
+        lp.server, lp.url = start_subprocess(home, MODEL, port=0, env=env,
+                                             log_path=root / "server.log")  # fmt: skip
+        lp.wait_ready(lp.url)
+        lp.traffic = TrafficReplayer(lp.url, pool.iloc[-3000:], LABEL, rate_per_s=60.0,
+                                     label_delay_s=0.1, max_seconds=3600).start()  # fmt: skip
+        lp.agent = Agent(lp.project, env, root / "agent.log")
+        print(f"\nfault suite: champion, server and traffic ready in {time.monotonic() - t0:.0f} s")
+        try:
+            yield lp
+        finally:
+            print(f"\nfault table: {json.dumps(lp.table, indent=1)}\ntraffic {lp.traffic.stats}")
+            lp.agent.close()
+            lp.traffic.stop()
+            lp.server.terminate()
+            lp.server.wait(timeout=30)

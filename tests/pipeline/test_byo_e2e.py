@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from tests_support import scoped_environ
 
 pytestmark = pytest.mark.slow
 CLASSES = ["cat", "dog", "owl"]
@@ -178,24 +179,17 @@ def location(tmp_path_factory):
     )
     home_root = root / "home"
     env = {"MLCICD_HOME": str(home_root), "MLCICD_LANDING_SETTLE_SECONDS": "0"}
-    saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "DAGSTER_HOME"]}
-    os.environ.update(env)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from mlcicd_dagster.cli import dagster_instance
-    from mlcicd_dagster.location import load_location
+    with scoped_environ(env):
+        from mlcicd_dagster.cli import dagster_instance
+        from mlcicd_dagster.location import load_location
 
-    loc = load_location(folder)
-    instance = dagster_instance()
-    try:
-        yield {"loc": loc, "instance": instance, "env": env, "root": root,
-               "data": {"zoo": zoo, "gauge": gauge}}  # fmt: skip
-    finally:
-        instance.dispose()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        loc = load_location(folder)
+        instance = dagster_instance()
+        try:
+            yield {"loc": loc, "instance": instance, "env": env, "root": root,
+                   "data": {"zoo": zoo, "gauge": gauge}}  # fmt: skip
+        finally:
+            instance.dispose()
 
 
 def _score(url: str, rows: pd.DataFrame) -> httpx.Response:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests_support import DATA
+from tests_support import DATA, scoped_environ
 
 # the module's fixture trains four models and bisects (about 2 minutes on an idle 2-core box)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -44,44 +44,37 @@ def _instance(home):
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("lifecycle")
     env = {**ENV, "MLCICD_HOME": str(root / "home")}
-    saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "DAGSTER_HOME"]}
-    os.environ.update(env)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    import definitions
-    from mlcicd_dagster.demo.landing import land_frame
-    from mlcicd_dagster.pipeline.cycle import run_cycle
-    from mlcicd_dagster.platform.home import Home
+    with scoped_environ(env):
+        import definitions
+        from mlcicd_dagster.demo.landing import land_frame
+        from mlcicd_dagster.pipeline.cycle import run_cycle
+        from mlcicd_dagster.platform.home import Home
 
-    module = importlib.reload(definitions)
-    home = Home.from_env().ensure("credit_default")
-    pool = pd.read_csv(DATA / "pool.csv.gz").sample(frac=1.0, random_state=3)
-    pool = pool.reset_index(drop=True)
-    land_frame(home.landing("credit_default"), "a.csv", pool.iloc[:4000])
-    instance = _instance(home)
-    first = run_cycle(module.defs, instance)
-    poisoned = pool.iloc[4000:6500].copy()
-    poisoned[LABEL] = 1 - poisoned[LABEL]
-    land_frame(home.landing("credit_default"), "b.csv", pool.iloc[6500:7500])
-    land_frame(home.landing("credit_default"), "p.csv", poisoned)
-    land_frame(home.landing("credit_default"), "c.csv", pool.iloc[7500:8500])
-    burst = run_cycle(module.defs, instance)
-    try:
-        yield {
-            "module": module,
-            "home": home,
-            "instance": instance,
-            "first": first,
-            "burst": burst,
-            "pool": pool,
-            "root": root,
-        }
-    finally:
-        instance.dispose()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        module = importlib.reload(definitions)
+        home = Home.from_env().ensure("credit_default")
+        pool = pd.read_csv(DATA / "pool.csv.gz").sample(frac=1.0, random_state=3)
+        pool = pool.reset_index(drop=True)
+        land_frame(home.landing("credit_default"), "a.csv", pool.iloc[:4000])
+        instance = _instance(home)
+        first = run_cycle(module.defs, instance)
+        poisoned = pool.iloc[4000:6500].copy()
+        poisoned[LABEL] = 1 - poisoned[LABEL]
+        land_frame(home.landing("credit_default"), "b.csv", pool.iloc[6500:7500])
+        land_frame(home.landing("credit_default"), "p.csv", poisoned)
+        land_frame(home.landing("credit_default"), "c.csv", pool.iloc[7500:8500])
+        burst = run_cycle(module.defs, instance)
+        try:
+            yield {
+                "module": module,
+                "home": home,
+                "instance": instance,
+                "first": first,
+                "burst": burst,
+                "pool": pool,
+                "root": root,
+            }
+        finally:
+            instance.dispose()
 
 
 def _jobs(report) -> list[tuple[str, str]]:

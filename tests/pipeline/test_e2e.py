@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from tests_support import DATA, ROOT
+from tests_support import DATA, ROOT, scoped_environ
 
 pytestmark = pytest.mark.slow
 LABEL = "default.payment.next.month"
@@ -32,34 +32,27 @@ def served(tmp_path_factory):
         "MLCICD_HOME": str(home_root),
         "MLCICD_LANDING_SETTLE_SECONDS": "0",
     }
-    saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "DAGSTER_HOME"]}
-    os.environ.update(env)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    import definitions
-    from mlcicd_dagster.cli import dagster_instance
-    from mlcicd_dagster.demo.landing import land_frame
-    from mlcicd_dagster.pipeline.cycle import run_cycle
-    from mlcicd_dagster.platform.home import Home
-    from mlcicd_dagster.serving import start_subprocess
+    with scoped_environ(env):
+        import definitions
+        from mlcicd_dagster.cli import dagster_instance
+        from mlcicd_dagster.demo.landing import land_frame
+        from mlcicd_dagster.pipeline.cycle import run_cycle
+        from mlcicd_dagster.platform.home import Home
+        from mlcicd_dagster.serving import start_subprocess
 
-    module = importlib.reload(definitions)
-    home = Home.from_env().ensure("credit_default")
-    server, url = start_subprocess(home, "credit_default", port=0, env=env)
-    pool = pd.read_csv(DATA / "pool.csv.gz")
-    land_frame(home.landing("credit_default"), "first batch.csv", pool.head(4000))
-    instance = dagster_instance()
-    report = run_cycle(module.defs, instance)
-    try:
-        yield {"home": home, "url": url, "report": report, "pool": pool, "env": env}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        instance.dispose()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        module = importlib.reload(definitions)
+        home = Home.from_env().ensure("credit_default")
+        server, url = start_subprocess(home, "credit_default", port=0, env=env)
+        pool = pd.read_csv(DATA / "pool.csv.gz")
+        land_frame(home.landing("credit_default"), "first batch.csv", pool.head(4000))
+        instance = dagster_instance()
+        report = run_cycle(module.defs, instance)
+        try:
+            yield {"home": home, "url": url, "report": report, "pool": pool, "env": env}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            instance.dispose()
 
 
 def _score(url: str, rows: pd.DataFrame) -> httpx.Response:

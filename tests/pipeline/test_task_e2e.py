@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import os
 import time
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from tests_support import ROOT
+from tests_support import ROOT, scoped_environ
 
 pytestmark = pytest.mark.slow
 ROWS = {"diabetes": 332, "digits": 900}
@@ -28,40 +27,33 @@ def served(request, tmp_path_factory):
     name = request.param
     home_root = tmp_path_factory.mktemp(f"e2e-{name}") / "home"
     env = {"MLCICD_HOME": str(home_root), "MLCICD_LANDING_SETTLE_SECONDS": "0"}
-    saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "DAGSTER_HOME"]}
-    os.environ.update(env)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    import definitions
-    from mlcicd_dagster.cli import dagster_instance
-    from mlcicd_dagster.demo.landing import land_frame
-    from mlcicd_dagster.pipeline.cycle import run_cycle
-    from mlcicd_dagster.platform.home import Home
-    from mlcicd_dagster.serving import start_subprocess
+    with scoped_environ(env):
+        import definitions
+        from mlcicd_dagster.cli import dagster_instance
+        from mlcicd_dagster.demo.landing import land_frame
+        from mlcicd_dagster.pipeline.cycle import run_cycle
+        from mlcicd_dagster.platform.home import Home
+        from mlcicd_dagster.serving import start_subprocess
 
-    module = importlib.reload(definitions)
-    spec = module.pipelines[name].spec
-    home = Home.from_env().ensure(name)
-    server, url = start_subprocess(home, name, port=0, env=env)
-    pool = pd.read_csv(ROOT / "assets" / name / "data" / "pool.csv.gz")
-    batch = pool.head(ROWS[name]).copy()
-    if name == "diabetes":  # missing values the suite allows, handled by the model
-        batch.loc[batch.index[:8], "bmi"] = None
-        batch.loc[batch.index[8:12], "sex"] = None
-    land_frame(home.landing(name), "first batch.csv", batch)
-    instance = dagster_instance()
-    report = run_cycle(module.defs, instance)
-    try:
-        yield {"name": name, "spec": spec, "home": home, "url": url, "report": report,
-               "pool": pool}  # fmt: skip
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        instance.dispose()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        module = importlib.reload(definitions)
+        spec = module.pipelines[name].spec
+        home = Home.from_env().ensure(name)
+        server, url = start_subprocess(home, name, port=0, env=env)
+        pool = pd.read_csv(ROOT / "assets" / name / "data" / "pool.csv.gz")
+        batch = pool.head(ROWS[name]).copy()
+        if name == "diabetes":  # missing values the suite allows, handled by the model
+            batch.loc[batch.index[:8], "bmi"] = None
+            batch.loc[batch.index[8:12], "sex"] = None
+        land_frame(home.landing(name), "first batch.csv", batch)
+        instance = dagster_instance()
+        report = run_cycle(module.defs, instance)
+        try:
+            yield {"name": name, "spec": spec, "home": home, "url": url, "report": report,
+                   "pool": pool}  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            instance.dispose()
 
 
 def _score(url: str, rows: pd.DataFrame) -> httpx.Response:
