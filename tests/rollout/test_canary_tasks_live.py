@@ -29,6 +29,9 @@ from mlcicd_dagster.rollout.state import ModelRef
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STEPS = (0.2, 0.5)
 FIRST, SECOND = 150, 550  # requests sent at each step
+# Undecided after the first labels (the split of requests is random): traffic goes on, as
+# in production, in rounds of MORE labelled requests, at most ROUNDS of them.
+MORE, ROUNDS = 400, 3
 
 
 @dataclass
@@ -189,9 +192,17 @@ def _canary(target, client, case: Case, candidate: ModelRef, registry) -> c.Tick
     assert c.read_progress(target.state_path)["message"] == waiting.message  # `mlcicd status`
     assert waiting.progress["labels"] == {"canary": 0, "stable": 0, "paired": 0}
 
-    # The labels arrive (delayed feedback): the next tick decides.
+    # The labels arrive (delayed feedback): the next tick decides, or says it needs more.
     _label(client, case, first + second)
-    return tick()
+    decided, sent = tick(), FIRST + SECOND
+    for _ in range(ROUNDS):
+        if decided.outcome != "holding":
+            break
+        assert "not enough evidence either way" in decided.message, decided.message
+        more = _send(client, case, MORE, sent)
+        _label(client, case, more)
+        decided, sent = tick(), sent + MORE
+    return decided
 
 
 @pytest.mark.parametrize("build", [_digits, _diabetes], ids=["multiclass", "regression"])
