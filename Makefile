@@ -48,7 +48,8 @@ test: lint typecheck pytest
 # Every benchmark, each writing its section of docs/benchmarks.md (bench_serving needs
 # Debian's `wrk` as its load generator).
 BENCHES := bench_import bench_lead_time bench_validation bench_landing bench_gates \
-	bench_gate_simulation bench_canary_analysis bench_monitoring bench_serving
+	bench_gate_simulation bench_canary_analysis bench_canary_tasks bench_canary_guardrails \
+	bench_monitoring bench_serving
 
 bench: $(STAMP)
 	set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python -m bench.$$b; done

@@ -270,6 +270,27 @@ class Loop:
 
         return alias_mismatches(self.state(), client(self.home.tracking_uri))
 
+    def why(self, version: str | None = None) -> dict[str, Any]:
+        """The last rollout decision recorded on ``version`` (the newest candidate's if none):
+        its check, verdict, reason and, for an analysis, each metric's verdict and figures."""
+        from mlcicd_dagster.models.registry import client
+        from mlcicd_dagster.rollout.registry import TAG_PREFIX
+
+        c = client(self.home.tracking_uri)
+        if version is None:
+            version = max(self.versions(), key=int)
+        tags = c.get_model_version(MODEL, version).tags
+        last = tags.get(f"{TAG_PREFIX}.last")
+        if not last:
+            return {"version": version, "decision": None}
+        d = json.loads(tags[last])
+        metrics = (d.get("details") or {}).get("metrics") or []
+        keep = ("metric", "verdict", "n_canary", "n_stable", "diff", "se", "log_lr_worse")
+        return {
+            "version": version, "check": d.get("check"), "verdict": d.get("verdict"),
+            "reason": d.get("reason"), "metrics": [{k: m.get(k) for k in keep} for m in metrics],
+        }  # fmt: skip
+
     def in_flight(self) -> bool:
         return self.state().phase in ("staged", "canary", "shadow")
 

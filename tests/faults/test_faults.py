@@ -125,7 +125,8 @@ def test_kill_at_a_canary_step_then_at_promotion_each_heal_on_the_next_tick(loop
     assert status["candidate"] == good and status["step"] == before.canary.weight, status
     ticks = loop.heal_by_ticks(lambda: loop.state().revision > before.revision)
     stepped = loop.state()
-    assert stepped.phase == "canary" and stepped.canary.weight > before.canary.weight
+    assert stepped.phase == "canary", loop.why(good)
+    assert stepped.canary.weight > before.canary.weight
     loop.table["kill -9 at a canary step"] = (
         f"state whole at the old step; the next tick advanced: {ticks} tick(s)"
     )
@@ -133,7 +134,7 @@ def test_kill_at_a_canary_step_then_at_promotion_each_heal_on_the_next_tick(loop
     loop.assert_healthy()
     loop.faulty_agent("promotion").die_at_kill_point(within_s=180)
     promoted = loop.state()
-    assert promoted.phase == "promoted" and promoted.stable.version == good
+    assert promoted.phase == "promoted" and promoted.stable.version == good, loop.why(good)
     assert promoted.previous.version == bad  # kept warm
     assert loop.alias_mismatches(), "the kill fell between the state write and the aliases"
     ticks = loop.heal_by_ticks(lambda: not loop.alias_mismatches())

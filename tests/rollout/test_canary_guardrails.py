@@ -1,0 +1,36 @@
+"""The guardrails' minimum sample before a rollback vote keeps false rollbacks of skewed
+quantities within each guardrail's share of alpha (fast settings of
+``bench/bench_canary_guardrails.py``; fixed seeds, the production rule)."""
+
+from __future__ import annotations
+
+from bench.bench_canary_guardrails import (
+    ALPHA_RB,
+    BASELINE_MIN_N,
+    SHIFT_CASES,
+    _spec,
+    latency_rollbacks,
+    shift_rollbacks,
+)
+
+
+def test_prediction_shift_false_rollbacks_of_an_equal_skewed_model():
+    canary, stable = SHIFT_CASES["equal, very skewed"]
+    ours = shift_rollbacks(_spec("prediction_shift"), canary, stable, reps=3000)
+    generic = shift_rollbacks(_spec("prediction_shift", BASELINE_MIN_N), canary, stable, reps=3000)
+    assert ours <= ALPHA_RB / 2, ours
+    assert generic > 2 * ours, (generic, ours)  # the minimum is what keeps it there
+
+
+def test_a_better_model_is_not_lost_to_a_weak_stables_narrow_predictions():
+    canary, stable = SHIFT_CASES["better, more spread than a weak stable"]
+    ours = shift_rollbacks(_spec("prediction_shift"), canary, stable, reps=3000)
+    generic = shift_rollbacks(_spec("prediction_shift", BASELINE_MIN_N), canary, stable, reps=3000)
+    assert ours <= 0.01, ours
+    assert generic >= 0.04, generic
+
+
+def test_latency_false_rollbacks_of_an_equally_fast_model_under_load():
+    ours = latency_rollbacks(_spec("latency"), reps=300)
+    assert ours <= ALPHA_RB, ours
+    assert _spec("latency").min_n_rollback > BASELINE_MIN_N
