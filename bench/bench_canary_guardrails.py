@@ -1,4 +1,4 @@
-"""Simulation bench of the canary's guardrails on skewed data: false rollbacks.
+"""Simulation bench of the canary's guardrails on skewed data: false rollbacks, and power.
 
 The guardrails (``analysis.DEFAULT_METRICS``) judge means of skewed values with the
 plug-in Gaussian SPRT. In a small sample of right-skewed values a low mean comes with a
@@ -13,16 +13,16 @@ minimum of 20 per arm in the same run:
   whose predictions are more spread than a weak stable's (mean shift 0.026, a quarter of
   the 0.10 margin, inside the indifference zone: a rollback is legal but unwanted). The
   two beta shapes are those of a credit model and of a model trained on shuffled labels
-  (the fault suite's weak stable).
-* ``latency``: request times of two equally fast models on one machine with episodes of
-  load that slow every request inside them 2-8x; times are paired by arrival as in
-  production (a canary call caught in an episode is often paired with a stable call
-  just outside it).
+  (the fault suite's weak stable). And a model worse by the margin (mean shift 0.10).
+* ``latency``: request times of two equally fast models (and of a canary 25% slower, the
+  margin) on one machine with episodes of load that slow every request inside them
+  2-8x; times are paired by arrival as in production (a canary call caught in an
+  episode is often paired with a stable call just outside it).
 
 A canary sends ``CANARY_FRACTION`` of the traffic, is looked at every ``BATCH``
 requests, up to ``HORIZON`` requests. Share of alpha_rollback per metric: 5% / 4.
 
-Run: ``.venv/bin/python -m bench.bench_canary_guardrails`` (about 30 s).
+Run: ``.venv/bin/python -m bench.bench_canary_guardrails`` (about a minute).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ SHIFT_CASES = {  # name -> (canary beta, stable beta, a rollback is false)
     "equal, spread (credit model)": (beta_shape(0.20, 0.02), beta_shape(0.20, 0.02)),
     "equal, very skewed": (beta_shape(0.20, 0.046), beta_shape(0.20, 0.046)),
     "better, more spread than a weak stable": (beta_shape(0.20, 0.02), beta_shape(0.226, 0.0034)),
+    "worse: shifted by the margin": (beta_shape(0.30, 0.02), beta_shape(0.20, 0.02)),
 }
 
 
@@ -102,13 +103,17 @@ def _latency_stream(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
     return ts, ms
 
 
-def latency_rollbacks(spec: an.MetricSpec, *, reps: int, seed: int = SEED) -> float:
-    """Share of ``reps`` canaries of an equally fast model the latency guardrail rolls back."""
+def latency_rollbacks(
+    spec: an.MetricSpec, *, reps: int, slower: float = 1.0, seed: int = SEED
+) -> float:
+    """Share of ``reps`` canaries the latency guardrail rolls back, of a model ``slower``
+    times as slow as the stable one (1.0: equally fast)."""
     rng = np.random.default_rng(seed)
     rolled = 0
     for _ in range(reps):
         ts, ms = _latency_stream(rng, HORIZON)
         canary = rng.random(HORIZON) < CANARY_FRACTION
+        ms = np.where(canary, ms * slower, ms)
         for end in range(BATCH, HORIZON + 1, BATCH):
             c, s = canary[:end], ~canary[:end]
             d = an.paired_latency_differences(ts[:end][c], ms[:end][c], ts[:end][s],
@@ -139,6 +144,14 @@ def guardrail_rates(*, shift_reps: int, latency_reps: int) -> list[dict[str, obj
         "rate": latency_rollbacks(_spec("latency"), reps=latency_reps),
         "baseline": latency_rollbacks(_spec("latency", BASELINE_MIN_N), reps=latency_reps),
     })  # fmt: skip
+    slower = math.exp(_spec("latency").margin)
+    rows.append({
+        "metric": "latency", "case": f"worse: {slower:.2f}x as slow (the margin)",
+        "min_n": _spec("latency").min_n_rollback,
+        "rate": latency_rollbacks(_spec("latency"), reps=latency_reps, slower=slower),
+        "baseline": latency_rollbacks(_spec("latency", BASELINE_MIN_N), reps=latency_reps,
+                                      slower=slower),
+    })  # fmt: skip
     return rows
 
 
@@ -151,6 +164,8 @@ def main() -> None:
         for r in rows
     )
     equal = [r for r in rows if str(r["case"]).startswith("equal")]
+    worse = [r for r in rows if str(r["case"]).startswith("worse")]
+    to_canary = round(HORIZON * CANARY_FRACTION)
     ok = all(float(r["rate"]) <= ALPHA_RB for r in equal)  # type: ignore[arg-type]
     body = f"""
 Command: `.venv/bin/python -m bench.bench_canary_guardrails` ({time.perf_counter() - t0:.0f} s)
@@ -165,10 +180,16 @@ alpha_rollback is {ALPHA_RB:.2%}; for equal models every rollback is false.
 |---|---|---|---|---|
 {table}
 
-- Equal models within each guardrail's share: **{"PASS" if ok else "FAIL"}**.
+- Equal models within each guardrail's share: **{"PASS" if ok else "FAIL"}**. Worse by the
+  margin, caught: {", ".join(f"{r['metric']} {r['rate']:.2%}" for r in worse)}.
 - The "better, more spread" row is a model inside the indifference zone (a quarter of the
   margin), where either verdict is allowed; it is how often a good canary is lost to a
   weak stable's narrow predictions.
+- The "worse" rows are models off by exactly the margin: there a rollback is right, and
+  the share is the guardrail's power within {HORIZON} requests (about {to_canary} to the
+  canary). The larger minimum costs no power here, only time: no rollback vote before
+  `min_n` requests per arm (at 60 requests/s and a 30% canary, 200 canary requests take
+  about 11 s).
 """
     print(body)
     from bench._report import write_section

@@ -30,7 +30,13 @@ def test_a_better_model_is_not_lost_to_a_weak_stables_narrow_predictions():
     assert generic >= 0.04, generic
 
 
+def test_a_model_shifted_by_the_margin_is_still_rolled_back():
+    canary, stable = SHIFT_CASES["worse: shifted by the margin"]
+    assert shift_rollbacks(_spec("prediction_shift"), canary, stable, reps=1000) >= 0.95
+
+
 def test_latency_false_rollbacks_of_an_equally_fast_model_under_load():
     ours = latency_rollbacks(_spec("latency"), reps=300)
     assert ours <= ALPHA_RB, ours
     assert _spec("latency").min_n_rollback > BASELINE_MIN_N
+    assert latency_rollbacks(_spec("latency"), reps=100, slower=1.25) >= 0.95  # still caught
