@@ -3,7 +3,7 @@
 The guardrails (``analysis.DEFAULT_METRICS``) judge means of skewed values with the
 plug-in Gaussian SPRT. In a small sample of right-skewed values a low mean comes with a
 low sample variance, so the evidence for "the canary differs" is overstated just when
-the sample is off; each guardrail's ``min_n_rollback`` (``analysis.GUARDRAIL_MIN_N``)
+the sample is off; each guardrail's ``min_n_rollback`` (``analysis.DEFAULT_METRICS``)
 keeps its votes to roll back out of that regime. Measured here, on the production rule
 (``analysis.decide_arrays`` and ``paired_latency_differences``), against the generic
 minimum of 20 per arm in the same run:
@@ -44,7 +44,7 @@ BASELINE_MIN_N = 20  # the generic minimum (MetricSpec's default)
 ALPHA_RB = 0.05 / len(an.DEFAULT_METRICS)  # each metric's share (Bonferroni)
 
 
-def _spec(name: str, min_n_rollback: int | None = None) -> an.MetricSpec:
+def guardrail_spec(name: str, min_n_rollback: int | None = None) -> an.MetricSpec:
     spec = next(m for m in an.DEFAULT_METRICS if m.name == name)
     return (
         spec if min_n_rollback is None else dataclasses.replace(spec, min_n_rollback=min_n_rollback)
@@ -129,29 +129,24 @@ def latency_rollbacks(
 def guardrail_rates(*, shift_reps: int, latency_reps: int) -> list[dict[str, object]]:
     """One row per (guardrail, case): false-rollback share with the production minimum and
     with the generic minimum of 20 per arm, on the same simulated traffic."""
+    shift, latency = guardrail_spec("prediction_shift"), guardrail_spec("latency")
+    shift_20 = guardrail_spec("prediction_shift", BASELINE_MIN_N)
+    latency_20 = guardrail_spec("latency", BASELINE_MIN_N)
     rows: list[dict[str, object]] = []
     for case, (canary, stable) in SHIFT_CASES.items():
         rows.append({
-            "metric": "prediction_shift", "case": case,
-            "min_n": _spec("prediction_shift").min_n_rollback,
-            "rate": shift_rollbacks(_spec("prediction_shift"), canary, stable, reps=shift_reps),
-            "baseline": shift_rollbacks(_spec("prediction_shift", BASELINE_MIN_N), canary, stable,
-                                        reps=shift_reps),
+            "metric": shift.name, "case": case, "min_n": shift.min_n_rollback,
+            "rate": shift_rollbacks(shift, canary, stable, reps=shift_reps),
+            "baseline": shift_rollbacks(shift_20, canary, stable, reps=shift_reps),
         })  # fmt: skip
-    rows.append({
-        "metric": "latency", "case": "equal, one loaded machine",
-        "min_n": _spec("latency").min_n_rollback,
-        "rate": latency_rollbacks(_spec("latency"), reps=latency_reps),
-        "baseline": latency_rollbacks(_spec("latency", BASELINE_MIN_N), reps=latency_reps),
-    })  # fmt: skip
-    slower = math.exp(_spec("latency").margin)
-    rows.append({
-        "metric": "latency", "case": f"worse: {slower:.2f}x as slow (the margin)",
-        "min_n": _spec("latency").min_n_rollback,
-        "rate": latency_rollbacks(_spec("latency"), reps=latency_reps, slower=slower),
-        "baseline": latency_rollbacks(_spec("latency", BASELINE_MIN_N), reps=latency_reps,
-                                      slower=slower),
-    })  # fmt: skip
+    slower = math.exp(latency.margin)
+    for case, factor in (("equal, one loaded machine", 1.0),
+                         (f"worse: {slower:.2f}x as slow (the margin)", slower)):  # fmt: skip
+        rows.append({
+            "metric": latency.name, "case": case, "min_n": latency.min_n_rollback,
+            "rate": latency_rollbacks(latency, reps=latency_reps, slower=factor),
+            "baseline": latency_rollbacks(latency_20, reps=latency_reps, slower=factor),
+        })  # fmt: skip
     return rows
 
 

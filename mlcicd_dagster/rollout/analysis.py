@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -114,7 +114,7 @@ class MetricSpec:
     two_sided: bool = False
     min_n: int = 100  # per arm, before this metric may vote promote (the min-sample guard)
     # per arm, before it may vote rollback: the plug-in variance of a small sample of a
-    # skewed quantity is too often too small just when its mean is off (see GUARDRAIL_MIN_N)
+    # skewed quantity is too often too small just when its mean is off (see DEFAULT_METRICS)
     min_n_rollback: int = 20
 
     def __post_init__(self) -> None:
@@ -302,14 +302,13 @@ def _verdict(
 # --------------------------------------------------------------------------------------
 # Guardrails judge means of skewed values (request times; predicted probabilities,
 # bunched near 0 or 1). In a small sample of such values a low mean and a low sample
-# variance go together, so the plug-in Gaussian SPRT overstates the evidence. With votes to
-# roll back from 20 per arm, simulated canaries of an equal model were rolled back by the
+# variance go together, so the plug-in Gaussian SPRT overstates the evidence; hence their
+# ``min_n_rollback`` below (100 for latency, 200 for the shift). With votes to roll back
+# from 20 per arm, simulated canaries of an equal model were rolled back by the
 # prediction-shift guardrail 1.27% of the time and by the latency guardrail 1.60% (each
 # one's share of alpha_rollback is 1.25%), and a better model whose predictions are more
 # spread than a weak stable's 7.5% of the time; with these minimums: 0.05%, 0.27%, 0.35%
 # (``bench/bench_canary_guardrails.py``, docs/benchmarks.md).
-GUARDRAIL_MIN_N = {"latency": 100, "prediction_shift": 200}
-
 DEFAULT_METRICS: tuple[MetricSpec, ...] = (
     # Feedback labels: the model's real quality. 0.05 nats is a difference worth acting
     # on for a ~0.45-nat credit model and decidable within a few thousand labels.
@@ -323,7 +322,7 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
         margin=math.log(1.25),
         role=GUARDRAIL,
         min_n=100,
-        min_n_rollback=GUARDRAIL_MIN_N["latency"],
+        min_n_rollback=100,
     ),
     # Mean predicted probability: a shift of 0.1 either way on the same traffic means the
     # candidate sees the world very differently (or is broken); guardrail, two-sided.
@@ -333,7 +332,7 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
         role=GUARDRAIL,
         two_sided=True,
         min_n=100,
-        min_n_rollback=GUARDRAIL_MIN_N["prediction_shift"],
+        min_n_rollback=200,
     ),
 )
 
@@ -355,13 +354,10 @@ def metrics_for_task(task: str, label_scale: float | None = None) -> tuple[Metri
         return (
             MetricSpec("abs_error", margin=margin, role=PRIMARY, min_n=200),
             *(m for m in DEFAULT_METRICS if m.name in ("error_rate", "latency")),
-            MetricSpec(
-                "prediction_shift",
-                margin=2 * margin,
-                role=GUARDRAIL,
-                two_sided=True,
-                min_n=100,
-                min_n_rollback=GUARDRAIL_MIN_N["prediction_shift"],
+            *(
+                replace(m, margin=2 * margin)
+                for m in DEFAULT_METRICS
+                if m.name == "prediction_shift"
             ),
         )
     if task not in ("binary", "multiclass"):

@@ -8,7 +8,7 @@ from bench.bench_canary_guardrails import (
     ALPHA_RB,
     BASELINE_MIN_N,
     SHIFT_CASES,
-    _spec,
+    guardrail_spec,
     latency_rollbacks,
     shift_rollbacks,
 )
@@ -16,27 +16,33 @@ from bench.bench_canary_guardrails import (
 
 def test_prediction_shift_false_rollbacks_of_an_equal_skewed_model():
     canary, stable = SHIFT_CASES["equal, very skewed"]
-    ours = shift_rollbacks(_spec("prediction_shift"), canary, stable, reps=3000)
-    generic = shift_rollbacks(_spec("prediction_shift", BASELINE_MIN_N), canary, stable, reps=3000)
+    ours = shift_rollbacks(guardrail_spec("prediction_shift"), canary, stable, reps=3000)
+    generic = shift_rollbacks(
+        guardrail_spec("prediction_shift", BASELINE_MIN_N), canary, stable, reps=3000
+    )
     assert ours <= ALPHA_RB / 2, ours
     assert generic > 2 * ours, (generic, ours)  # the minimum is what keeps it there
 
 
 def test_a_better_model_is_not_lost_to_a_weak_stables_narrow_predictions():
     canary, stable = SHIFT_CASES["better, more spread than a weak stable"]
-    ours = shift_rollbacks(_spec("prediction_shift"), canary, stable, reps=3000)
-    generic = shift_rollbacks(_spec("prediction_shift", BASELINE_MIN_N), canary, stable, reps=3000)
+    ours = shift_rollbacks(guardrail_spec("prediction_shift"), canary, stable, reps=3000)
+    generic = shift_rollbacks(
+        guardrail_spec("prediction_shift", BASELINE_MIN_N), canary, stable, reps=3000
+    )
     assert ours <= 0.01, ours
     assert generic >= 0.04, generic
 
 
 def test_a_model_shifted_by_the_margin_is_still_rolled_back():
     canary, stable = SHIFT_CASES["worse: shifted by the margin"]
-    assert shift_rollbacks(_spec("prediction_shift"), canary, stable, reps=1000) >= 0.95
+    assert shift_rollbacks(guardrail_spec("prediction_shift"), canary, stable, reps=1000) >= 0.95
 
 
 def test_latency_false_rollbacks_of_an_equally_fast_model_under_load():
-    ours = latency_rollbacks(_spec("latency"), reps=300)
+    ours = latency_rollbacks(guardrail_spec("latency"), reps=300)
     assert ours <= ALPHA_RB, ours
-    assert _spec("latency").min_n_rollback > BASELINE_MIN_N
-    assert latency_rollbacks(_spec("latency"), reps=100, slower=1.25) >= 0.95  # still caught
+    assert guardrail_spec("latency").min_n_rollback > BASELINE_MIN_N
+    assert (
+        latency_rollbacks(guardrail_spec("latency"), reps=100, slower=1.25) >= 0.95
+    )  # still caught
