@@ -92,6 +92,16 @@ class Rollout(dg.Model):
         default=600.0, description="a rollout longer than this rolls back"
     )
     poll_interval_s: float = Field(default=2.0, description="seconds between canary analyses")
+    alpha_rollback: float = Field(
+        default=0.05,
+        description="the canary analysis rolls back a model that is equal or better with "
+        "at most this probability (all metrics together), in (0, 0.5]",
+    )
+    alpha_promote: float = Field(
+        default=0.05,
+        description="the canary analysis promotes a model worse by a margin or more with "
+        "at most this probability, in (0, 0.5]",
+    )
 
 
 class Monitoring(dg.Model):
@@ -309,6 +319,9 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
         for f in ("max_duration_s", "poll_interval_s"):
             if getattr(self.rollout, f) <= 0:
                 raise fail(f"rollout.{f}", "must be > 0")
+        for f in ("alpha_rollback", "alpha_promote"):
+            if not 0 < getattr(self.rollout, f) <= 0.5:
+                raise fail(f"rollout.{f}", f"{getattr(self.rollout, f)} not in (0, 0.5]")
         if self.monitoring.history_days < 1:
             raise fail("monitoring.history_days", "must be >= 1")
         minutes = self.monitoring.window_minutes
@@ -343,6 +356,8 @@ class MLPipeline(dg.Component, dg.Resolvable, dg.Model):
                 shadow_fraction=self.rollout.shadow_fraction,
                 max_duration_s=self.rollout.max_duration_s,
                 poll_interval_s=self.rollout.poll_interval_s,
+                alpha_rollback=self.rollout.alpha_rollback,
+                alpha_promote=self.rollout.alpha_promote,
             ),
             monitoring_window_minutes=minutes,
             monitoring_start=start,

@@ -45,7 +45,9 @@ def test_demo_tells_the_whole_story_and_exits_zero(demo):
     assert "first batch -> first champion     v1 serves" in summary
     assert "quarantined: 2005-06 statements (export v2).csv" in summary
     assert "promoted: v2 stable" in summary  # the good canary
-    assert "rolled_back: v2 stable" in summary  # the hand-registered hotfix
+    assert "rolled_back: v2 stable" in summary  # the hand-registered hotfix, and why
+    bad = summary[summary.index("bad canary") :].splitlines()[0]
+    assert "(canary_analysis: canary worse on" in bad, bad
     assert "drift trigger," in summary and "retraining trigger: drift sustained" in text
     # the poisoned batch: rejected on the golden set, found by bisect, revoked; then promotion
     rejected = re.search(r"v\d+ rejected by ([^\n]*)", text)

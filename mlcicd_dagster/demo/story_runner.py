@@ -161,7 +161,18 @@ class StoryRunner:
         s = self._state()
         last = s.history[-1]["event"] if s.history else "-"
         stable = s.stable.version if s.stable else "-"
-        return f"{s.phase}: v{stable} stable; last event: {last}"
+        return f"{s.phase}: v{stable} stable; last event: {last}{self._rollback_reason(s)}"
+
+    def _rollback_reason(self, state: Any) -> str:
+        """Why the last rollout rolled back (its deciding check), for a rolled-back phase."""
+        if state.phase != "rolled_back":
+            return ""
+        from mlcicd_dagster.pipeline import records
+        from mlcicd_dagster.pipeline.deploy_ops import last_rollout_path
+
+        last = records.read_json(last_rollout_path(self.spec, self.home)) or {}
+        said_no = [d for d in last.get("decisions", []) if d.get("verdict") == "rollback"]
+        return f" ({said_no[-1]['check']}: {said_no[-1]['reason']})" if said_no else ""
 
     def retrain_line(self) -> str:
         from mlcicd_dagster.pipeline import records

@@ -110,9 +110,25 @@ def label_scale(spec: PipelineSpec, registry: Any, run_id: str | None) -> float 
     return float(value) if value else None
 
 
+def analysis_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
+    """The sequential analysis a canary or shadow of this pipeline runs: the task's
+    metrics and the pipeline's error rates (``rollout.alpha_rollback``/``alpha_promote``).
+    ``label_scale``: a regression candidate's holdout MAE (the margin's unit); without it
+    a regression has no primary metric it can measure, so it waits, then rolls back."""
+    from mlcicd_dagster.rollout import analysis as an
+
+    metrics = an.DEFAULT_METRICS
+    if spec.task == "regression" and label_scale:
+        metrics = an.metrics_for_task(spec.task, label_scale)
+    return an.AnalysisConfig(
+        metrics=metrics,
+        alpha_rollback=spec.rollout.alpha_rollback,
+        alpha_promote=spec.rollout.alpha_promote,
+    )
+
+
 def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
     """``label_scale``: a regression candidate's holdout MAE (the margin's unit)."""
-    from mlcicd_dagster.rollout import analysis as an
     from mlcicd_dagster.rollout.strategies import CanaryConfig
 
     raw_steps = settings.get(STEPS_ENV)
@@ -120,9 +136,10 @@ def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
         tuple(float(w) for w in raw_steps.split(",")) if raw_steps else spec.rollout.canary_steps
     )
     steps = tuple(w for w in declared if w < 1.0)
-    values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
-    if spec.task == "regression" and label_scale:
-        values["analysis"] = an.AnalysisConfig(metrics=an.metrics_for_task(spec.task, label_scale))
+    values: dict[str, Any] = {
+        "max_duration_s": spec.rollout.max_duration_s,
+        "analysis": analysis_config(spec, label_scale),
+    }
     for field, env in CANARY_ENV.items():
         if settings.get(env) is not None:
             if field == "step_min_samples":
@@ -132,10 +149,13 @@ def canary_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
     return CanaryConfig(steps=steps, **values)
 
 
-def shadow_config(spec: PipelineSpec) -> Any:
+def shadow_config(spec: PipelineSpec, label_scale: float | None = None) -> Any:
     from mlcicd_dagster.rollout.strategies import ShadowConfig
 
-    values: dict[str, Any] = {"max_duration_s": spec.rollout.max_duration_s}
+    values: dict[str, Any] = {
+        "max_duration_s": spec.rollout.max_duration_s,
+        "analysis": analysis_config(spec, label_scale),
+    }
     for field in ("check_interval_s", "max_duration_s"):
         if settings.get(CANARY_ENV[field]) is not None:
             values[field] = settings.get_float(CANARY_ENV[field], 0.0)

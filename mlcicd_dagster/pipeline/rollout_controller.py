@@ -40,14 +40,15 @@ def controller_tick(spec: PipelineSpec, mlcicd: MlcicdResource, deploy_target: A
         log.warning("registry unavailable for this tick: %r", exc)
         registry = None
     scale = None
-    if spec.task == "regression":  # the canary's margin is in the label's units
-        canary = target.read_state().canary
-        scale = label_scale(spec, registry, canary.run_id if canary else None)
+    if spec.task == "regression":  # the analysis' margin is in the label's units
+        state = target.read_state()
+        candidate = state.canary or state.shadow
+        scale = label_scale(spec, registry, candidate.run_id if candidate else None)
     report = controller.tick(
         target,
         evidence=LogEvidenceSource(mlcicd.home, spec.model_name, task=spec.task_type),
         canary_config=canary_config(spec, scale),
-        shadow_config=shadow_config(spec),
+        shadow_config=shadow_config(spec, scale),
         registry=registry,
     )
     if report.decisions:

@@ -21,6 +21,10 @@ class RolloutSpec:
     shadow_fraction: float = 0.2
     max_duration_s: float = 600.0
     poll_interval_s: float = 2.0
+    # the canary's (and shadow's) sequential analysis: P(rolling back a model that is equal
+    # or better), all metrics together, and P(promoting one worse by a margin or more)
+    alpha_rollback: float = 0.05
+    alpha_promote: float = 0.05
 
 
 TASKS = ("binary", "multiclass", "regression")

@@ -66,6 +66,26 @@ def test_shipped_instance_resolves_to_the_spec(home_dir):
     assert spec.golden_path == CREDIT / "data" / "golden.csv.gz"
     assert len(spec.features) == 23 and spec.owners == ("team:credit-risk",)
     assert spec.monitoring_start is None  # relative to today, not a fixed date
+    assert (spec.rollout.alpha_rollback, spec.rollout.alpha_promote) == (0.01, 0.05)
+
+
+def test_declared_error_rates_reach_the_canary_and_the_shadow_analysis(home_dir):
+    from dataclasses import replace
+
+    from mlcicd_dagster.component import load_spec
+    from mlcicd_dagster.pipeline.deploy_ops import canary_config, shadow_config
+
+    spec = load_spec(CREDIT)
+    for config in (canary_config(spec), shadow_config(spec)):
+        assert config.analysis.alpha_rollback == 0.01
+        assert config.analysis.alpha_promote == 0.05
+        assert config.analysis.metrics[0].name == "log_loss"
+    # a regression is judged on its absolute error, in a canary and in a shadow alike
+    regression = replace(spec, task="regression")
+    for config in (canary_config(regression, 30.0), shadow_config(regression, 30.0)):
+        assert config.analysis.metrics[0].name == "abs_error"
+        assert config.analysis.metrics[0].margin == 3.0
+        assert config.analysis.alpha_rollback == 0.01
 
 
 def test_two_pipelines_in_one_location_each_with_its_assets_owners_and_sensors(home_dir, tmp_path):
@@ -108,6 +128,8 @@ def test_two_pipelines_in_one_location_each_with_its_assets_owners_and_sensors(h
             "defines no 'make_model'",
         ),
         ({"rollout": {"canary_steps": [0.5, 0.25]}}, "rollout.canary_steps", "increasing"),
+        ({"rollout": {"alpha_rollback": 0.0}}, "rollout.alpha_rollback", "not in (0, 0.5]"),
+        ({"rollout": {"alpha_promote": 0.9}}, "rollout.alpha_promote", "not in (0, 0.5]"),
         ({"monitoring": {"window_minutes": 7}}, "monitoring.window_minutes", "divide an hour"),
         ({"owners": ["bob"]}, "owners", "team:name"),
         ({"colour": "blue"}, "colour", "xtra"),
