@@ -62,3 +62,23 @@ def test_regression_canary_judges_the_absolute_error_from_the_logs():
     assert an.metrics_for_task("multiclass")[0].name == "log_loss"
     with pytest.raises(ValueError, match="no canary metrics"):
         an.metrics_for_task("ranking")
+
+
+def test_replay_rolls_back_a_clearly_worse_model_and_keeps_an_equal_one():
+    """``bench/replay_canary.py``'s loop (the pipeline's steps and analysis) on per-row
+    losses: an equal model is promoted, one worse by twice the margin rolled back."""
+    from bench.replay_canary import replay
+    from mlcicd_dagster.rollout.strategies import CanaryConfig
+
+    rng = np.random.default_rng(3)
+    p = rng.beta(2, 6, 5000)
+    y = (rng.random(5000) < p).astype(float)
+    stable = (make_task("binary").request_loss(y, p), p)
+    worse_p = np.clip(p + rng.normal(0, 0.25, 5000), 0.01, 0.99)
+    worse = (make_task("binary").request_loss(y, worse_p), worse_p)
+    assert worse[0].mean() - stable[0].mean() > 0.1  # twice the 0.05 margin
+    config = CanaryConfig(steps=(0.05, 0.25, 0.5), step_min_samples=60)
+    same = replay(config, stable, stable, reps=300, look=80, max_looks=300)
+    assert same["promoted"] >= 0.97 and same["rolled_back"] <= 0.03, same
+    bad = replay(config, stable, worse, reps=300, look=80, max_looks=300)
+    assert bad["rolled_back"] >= 0.97 and "log_loss" in bad["rolled_back_by"], bad
