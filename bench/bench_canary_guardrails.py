@@ -14,6 +14,11 @@ minimum of 20 per arm in the same run:
   the 0.10 margin, inside the indifference zone: a rollback is legal but unwanted). The
   two beta shapes are those of a credit model and of a model trained on shuffled labels
   (the fault suite's weak stable). And a model worse by the margin (mean shift 0.10).
+* ``error_rate``: failed requests per arm (``Moments.bernoulli``: a pseudo-count keeps a
+  clean record's variance finite). Equal models failing rarely, often, and in bursts (a
+  worker restart fails a run of requests in a row, whichever arm they were sent to: the
+  failures are not independent, as the test assumes); and a canary failing one request
+  in a hundred more (the margin).
 * ``latency``: request times of two equally fast models (and of a canary 25% slower, the
   margin) on one machine with episodes of load that slow every request inside them
   2-8x; times are paired by arrival as in production (a canary call caught in an
@@ -90,6 +95,48 @@ def shift_rollbacks(
     return float(np.mean(decided == -1))
 
 
+ERROR_CASES = {  # name -> (canary failure rate, stable failure rate, burst length, requests)
+    "equal, rare failures (0.2%)": (0.002, 0.002, 1, HORIZON),
+    "equal, frequent failures (3%)": (0.03, 0.03, 1, HORIZON),
+    "equal, failures in bursts of 10 (1%)": (0.01, 0.01, 10, HORIZON),
+    "worse: a broken canary failing 10% (stable 0.2%)": (0.10, 0.002, 1, HORIZON),
+    "worse: one more failure in a hundred (the margin), 10x as long": (0.03, 0.02, 1, 24000),
+}
+
+
+def error_rollbacks(
+    spec: an.MetricSpec, canary: float, stable: float, burst: int = 1, requests: int = HORIZON,
+    *, reps: int, seed: int = SEED,
+) -> float:  # fmt: skip
+    """Share of ``reps`` canaries the error-rate guardrail rolls back within ``requests``.
+    Failures start at rate ``p / burst`` per request and fail ``burst`` requests in a row,
+    on either arm."""
+    rng = np.random.default_rng(seed)
+    decided = np.zeros(reps, int)
+    counts = np.zeros((4, reps))  # canary n, stable n, canary failures, stable failures
+    carry = np.zeros(reps, int)  # requests still to fail from a burst begun earlier
+    for _ in range(requests // BATCH):
+        to_canary = rng.random((reps, BATCH)) < CANARY_FRACTION
+        starts = rng.random((reps, BATCH)) < np.where(to_canary, canary, stable) / burst
+        failed = np.zeros((reps, BATCH), bool)
+        for i in range(BATCH):  # a burst fails its first request and the next burst-1
+            carry = np.where(starts[:, i], np.maximum(carry, burst), carry)
+            failed[:, i] = carry > 0
+            carry = np.maximum(carry - 1, 0)
+        counts += (to_canary.sum(1), (~to_canary).sum(1),
+                   (failed & to_canary).sum(1), (failed & ~to_canary).sum(1))  # fmt: skip
+        nc, ns, ec, es = counts
+        pc = (ec + an.BERNOULLI_PSEUDO) / (nc + 2 * an.BERNOULLI_PSEUDO)
+        ps = (es + an.BERNOULLI_PSEUDO) / (ns + 2 * an.BERNOULLI_PSEUDO)
+        var = pc * (1 - pc) / np.maximum(nc, 1) + ps * (1 - ps) / np.maximum(ns, 1)
+        d = an.decide_arrays(spec, ec / np.maximum(nc, 1) - es / np.maximum(ns, 1), var,
+                             np.minimum(nc, ns), alpha_rollback=ALPHA_RB,
+                             alpha_promote=0.05)  # fmt: skip
+        new = (decided == 0) & (d != 0)
+        decided[new] = d[new]
+    return float(np.mean(decided == -1))
+
+
 def _latency_stream(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Arrival times (s) and request times (ms) of ``n`` requests to equally fast models:
     6 ms with log-normal noise, and episodes of machine load (a tick, a garbage collection;
@@ -139,6 +186,14 @@ def guardrail_rates(*, shift_reps: int, latency_reps: int) -> list[dict[str, obj
             "rate": shift_rollbacks(shift, canary, stable, reps=shift_reps),
             "baseline": shift_rollbacks(shift_20, canary, stable, reps=shift_reps),
         })  # fmt: skip
+    errors = guardrail_spec("error_rate")
+    for case, (canary_p, stable_p, burst, requests) in ERROR_CASES.items():
+        rows.append({
+            "metric": errors.name, "case": case, "min_n": errors.min_n_rollback,
+            "rate": error_rollbacks(errors, canary_p, stable_p, burst, requests,
+                                    reps=shift_reps),
+            "baseline": float("nan"),  # its minimum is the generic one
+        })  # fmt: skip
     slower = math.exp(latency.margin)
     for case, factor in (("equal, one loaded machine", 1.0),
                          (f"worse: {slower:.2f}x as slow (the margin)", slower)):  # fmt: skip
@@ -155,7 +210,8 @@ def main() -> None:
     shift_reps, latency_reps = 8000, 1500
     rows = guardrail_rates(shift_reps=shift_reps, latency_reps=latency_reps)
     table = "\n".join(
-        f"| {r['metric']} | {r['case']} | {r['min_n']} | {r['rate']:.2%} | {r['baseline']:.2%} |"
+        f"| {r['metric']} | {r['case']} | {r['min_n']} | {r['rate']:.2%} | "
+        f"{'-' if math.isnan(float(r['baseline'])) else format(float(r['baseline']), '.2%')} |"  # type: ignore[arg-type]
         for r in rows
     )
     equal = [r for r in rows if str(r["case"]).startswith("equal")]
@@ -165,7 +221,7 @@ def main() -> None:
     body = f"""
 Command: `.venv/bin/python -m bench.bench_canary_guardrails` ({time.perf_counter() - t0:.0f} s)
 
-Share of simulated canaries each guardrail rolls back ({shift_reps} per shift row,
+Share of simulated canaries each guardrail rolls back ({shift_reps} per shift and error row,
 {latency_reps} per latency row; {CANARY_FRACTION:.0%} canary traffic, a look every {BATCH} requests,
 {HORIZON} requests). `min_n` is the guardrail's `min_n_rollback` (per arm); the last column is
 the same traffic judged with the generic minimum of {BASELINE_MIN_N}. Each guardrail's share of
@@ -180,6 +236,10 @@ alpha_rollback is {ALPHA_RB:.2%}; for equal models every rollback is false.
 - The "better, more spread" row is a model inside the indifference zone (a quarter of the
   margin), where either verdict is allowed; it is how often a good canary is lost to a
   weak stable's narrow predictions.
+- `error_rate` keeps the generic minimum (no second column): a failure is a rare event,
+  and with the pseudo-count a few early failures are weak evidence against a margin of
+  one in a hundred. Failures in bursts break the independence the test assumes; the row
+  shows what that costs.
 - The "worse" rows are models off by exactly the margin: there a rollback is right, and
   the share is the guardrail's power within {HORIZON} requests (about {to_canary} to the
   canary). The larger minimum costs no power here, only time: no rollback vote before

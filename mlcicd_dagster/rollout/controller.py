@@ -150,16 +150,7 @@ def begin(
         if current.phase == "staged":
             # Its stager held this lease until it died mid-staging (a redo of its run is
             # usually why we are here): revert, then stage afresh.
-            inflight = current.canary or current.shadow
-            old = _Run(
-                target,
-                current.strategy,
-                inflight,
-                registry,
-                rollout_id=(current.rollout or {}).get("id"),
-                now=now,
-                decisions_before=int((current.rollout or {}).get("decisions", 0) or 0),
-            )
+            old = _Run.of_state(target, current, registry, now)
             _drop_candidate(old, "reverted_after_interruption")
             old.decide("resume", True, "rollback", "the stager died while staging; reverted")
             old.result("reverted", target.read_state())
@@ -178,15 +169,7 @@ def begin(
                 )
                 return run.result(IN_PROGRESS, current)
             if supersede:
-                old = _Run(
-                    target,
-                    current.strategy,
-                    inflight,
-                    registry,
-                    rollout_id=(current.rollout or {}).get("id"),
-                    now=now,
-                    decisions_before=int((current.rollout or {}).get("decisions", 0)),
-                )
+                old = _Run.of_state(target, current, registry, now)
                 _drop_candidate(old, f"superseded_by_v{candidate.version}")
                 old.decide(
                     "rollback",
@@ -339,17 +322,8 @@ def _tick(
         )
     state = target.read_state()
     target.apply(state)  # a target that missed the last apply converges
-    info = state.rollout or {}
     candidate = state.canary or state.shadow
-    run = _Run(
-        target,
-        state.strategy,
-        candidate,
-        registry,
-        rollout_id=info.get("id"),
-        now=now,
-        decisions_before=int(info.get("decisions", 0) or 0),
-    )
+    run = _Run.of_state(target, state, registry, now)
     if state.phase not in IN_FLIGHT or candidate is None:
         if state.phase in IN_FLIGHT:  # in flight with nothing on the track: inconsistent
             new = _drop_candidate(run, "reverted_inconsistent_state")
@@ -362,7 +336,7 @@ def _tick(
             True,
             "rollback",
             "the deploy step died while staging; reverted (its run is redone)",
-            details={"rollout": info, "to": new.serving_versions()},
+            details={"rollout": state.rollout or {}, "to": new.serving_versions()},
         )
         return TickReport(
             "reverted",
@@ -646,15 +620,7 @@ def canary(
         and current.rollout is not None
     )
     if resuming:
-        run = _Run(
-            target,
-            "canary",
-            candidate,
-            registry,
-            rollout_id=(current.rollout or {}).get("id"),
-            now=vnow,
-            decisions_before=int((current.rollout or {}).get("decisions", 0)),
-        )
+        run = _Run.of_state(target, current, registry, vnow)
         run.decide(
             "resume",
             True,

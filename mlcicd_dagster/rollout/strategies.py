@@ -153,6 +153,23 @@ class _Run:
         self.log = DecisionLog(target.model_name, registry, start=decisions_before)
         self.alias_changes: list[str] = []
 
+    @classmethod
+    def of_state(
+        cls, target: DeployTarget, state: DeploymentState, registry: Any | None, now: Now
+    ) -> _Run:
+        """The rollout recorded in ``state`` (its candidate, id and decision count), to
+        carry on or wind up."""
+        info = state.rollout or {}
+        return cls(
+            target,
+            state.strategy,
+            state.canary or state.shadow,
+            registry,
+            rollout_id=info.get("id"),
+            now=now,
+            decisions_before=int(info.get("decisions", 0) or 0),
+        )
+
     def decide(self, check: str, passed: bool, verdict: str, reason: str, **kw: Any) -> Decision:
         return self.log.add(
             Decision(

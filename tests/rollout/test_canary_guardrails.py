@@ -7,7 +7,9 @@ from __future__ import annotations
 from bench.bench_canary_guardrails import (
     ALPHA_RB,
     BASELINE_MIN_N,
+    ERROR_CASES,
     SHIFT_CASES,
+    error_rollbacks,
     guardrail_spec,
     latency_rollbacks,
     shift_rollbacks,
@@ -46,3 +48,11 @@ def test_latency_false_rollbacks_of_an_equally_fast_model_under_load():
     assert (
         latency_rollbacks(guardrail_spec("latency"), reps=100, slower=1.25) >= 0.95
     )  # still caught
+
+
+def test_error_rate_false_rollbacks_of_equal_models_even_with_failures_in_bursts():
+    spec = guardrail_spec("error_rate")
+    for case in ("equal, frequent failures (3%)", "equal, failures in bursts of 10 (1%)"):
+        assert error_rollbacks(spec, *ERROR_CASES[case], reps=2000) <= ALPHA_RB, case
+    broken = ERROR_CASES["worse: a broken canary failing 10% (stable 0.2%)"]
+    assert error_rollbacks(spec, *broken, reps=500) >= 0.99
