@@ -248,8 +248,14 @@ def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
             "sample": "data/sample.csv.gz",
             "suite": "expectations.yaml",
             "gates": "gates.yaml",
-            # every task's canary judges its per-request loss (models.tasks)
-            "rollout": {"strategy": "canary", "canary_steps": [0.05, 0.25, 0.5, 1.0]},
+            # every task's canary judges its per-request loss (models.tasks), with these
+            # error rates: equal-or-better rolled back, worse by a margin promoted
+            "rollout": {
+                "strategy": "canary",
+                "canary_steps": [0.05, 0.25, 0.5, 1.0],
+                "alpha_rollback": 0.05,
+                "alpha_promote": 0.05,
+            },
             "monitoring": {"window_minutes": 60},
         }
     )
