@@ -217,6 +217,9 @@ def main() -> None:
     equal = [r for r in rows if str(r["case"]).startswith("equal")]
     worse = [r for r in rows if str(r["case"]).startswith("worse")]
     to_canary = round(HORIZON * CANARY_FRACTION)
+    caught = "; ".join(
+        f"{r['metric']} {r['rate']:.2%} ({str(r['case']).split(': ', 1)[1]})" for r in worse
+    )
     ok = all(float(r["rate"]) <= ALPHA_RB for r in equal)  # type: ignore[arg-type]
     body = f"""
 Command: `.venv/bin/python -m bench.bench_canary_guardrails` ({time.perf_counter() - t0:.0f} s)
@@ -231,20 +234,21 @@ alpha_rollback is {ALPHA_RB:.2%}; for equal models every rollback is false.
 |---|---|---|---|---|
 {table}
 
-- Equal models within each guardrail's share: **{"PASS" if ok else "FAIL"}**. Worse by the
-  margin, caught: {", ".join(f"{r['metric']} {r['rate']:.2%}" for r in worse)}.
+- Equal models within each guardrail's share: **{"PASS" if ok else "FAIL"}**. Worse models
+  caught: {caught}.
 - The "better, more spread" row is a model inside the indifference zone (a quarter of the
   margin), where either verdict is allowed; it is how often a good canary is lost to a
   weak stable's narrow predictions.
 - `error_rate` keeps the generic minimum (no second column): a failure is a rare event,
   and with the pseudo-count a few early failures are weak evidence against a margin of
-  one in a hundred. Failures in bursts break the independence the test assumes; the row
-  shows what that costs.
-- The "worse" rows are models off by exactly the margin: there a rollback is right, and
+  one in a hundred. Failures in bursts break the independence the test assumes; at this
+  margin it costs nothing measurable. Its power at the margin needs a long canary (the
+  10x row: {10 * to_canary} canary requests); a broken canary is caught at once.
+- The other "worse" rows are models off by exactly the margin: a rollback is right, and
   the share is the guardrail's power within {HORIZON} requests (about {to_canary} to the
-  canary). The larger minimum costs no power here, only time: no rollback vote before
-  `min_n` requests per arm (at 60 requests/s and a 30% canary, 200 canary requests take
-  about 11 s).
+  canary; the error rate's margin row, 10x as many). The larger minimum costs no power
+  here, only time: no rollback vote before `min_n` requests per arm (at 60 requests/s and
+  a 30% canary, 200 canary requests take about 11 s).
 """
     print(body)
     from bench._report import write_section
