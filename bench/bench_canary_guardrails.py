@@ -46,7 +46,7 @@ CANARY_FRACTION = 0.3
 BATCH = 30  # requests between looks (0.5 s of the fault suite's 60 requests/s)
 HORIZON = 2400  # requests in all
 BASELINE_MIN_N = 20  # the generic minimum (MetricSpec's default)
-ALPHA_RB = an.AnalysisConfig().alpha_rollback_each  # each metric's share (Bonferroni)
+ALPHA_RB = 0.05 / len(an.DEFAULT_METRICS)  # each metric's share (Bonferroni)
 
 
 def guardrail_spec(name: str, min_n_rollback: int | None = None) -> an.MetricSpec:
@@ -126,8 +126,9 @@ def error_rollbacks(
         counts += (to_canary.sum(1), (~to_canary).sum(1),
                    (failed & to_canary).sum(1), (failed & ~to_canary).sum(1))  # fmt: skip
         nc, ns, ec, es = counts
-        var = (an.bernoulli_variance(ec, nc) / np.maximum(nc, 1)
-               + an.bernoulli_variance(es, ns) / np.maximum(ns, 1))  # fmt: skip
+        pc = (ec + an.BERNOULLI_PSEUDO) / (nc + 2 * an.BERNOULLI_PSEUDO)
+        ps = (es + an.BERNOULLI_PSEUDO) / (ns + 2 * an.BERNOULLI_PSEUDO)
+        var = pc * (1 - pc) / np.maximum(nc, 1) + ps * (1 - ps) / np.maximum(ns, 1)
         d = an.decide_arrays(spec, ec / np.maximum(nc, 1) - es / np.maximum(ns, 1), var,
                              np.minimum(nc, ns), alpha_rollback=ALPHA_RB,
                              alpha_promote=0.05)  # fmt: skip
@@ -191,7 +192,7 @@ def guardrail_rates(*, shift_reps: int, latency_reps: int) -> list[dict[str, obj
             "metric": errors.name, "case": case, "min_n": errors.min_n_rollback,
             "rate": error_rollbacks(errors, canary_p, stable_p, burst, requests,
                                     reps=shift_reps),
-            "baseline": None,  # its minimum is the generic one
+            "baseline": float("nan"),  # its minimum is the generic one
         })  # fmt: skip
     slower = math.exp(latency.margin)
     for case, factor in (("equal, one loaded machine", 1.0),
@@ -210,7 +211,7 @@ def main() -> None:
     rows = guardrail_rates(shift_reps=shift_reps, latency_reps=latency_reps)
     table = "\n".join(
         f"| {r['metric']} | {r['case']} | {r['min_n']} | {r['rate']:.2%} | "
-        f"{'-' if r['baseline'] is None else format(r['baseline'], '.2%')} |"
+        f"{'-' if math.isnan(float(r['baseline'])) else format(float(r['baseline']), '.2%')} |"  # type: ignore[arg-type]
         for r in rows
     )
     equal = [r for r in rows if str(r["case"]).startswith("equal")]

@@ -200,7 +200,8 @@ def main() -> None:
                 f"{r['false_promotion']:.1%} | {r['median_n_equal'] / r['n_fixed']:.2f} | "
                 f"{r['median_n_worse'] / r['n_fixed']:.2f} |"
             )
-    strict = stricter_rollback((ALPHA, 0.01), (0.0, 0.1, 0.25, 1.0), reps=reps, batch=25)
+    strict_reps = reps
+    strict = stricter_rollback((ALPHA, 0.01), (0.0, 0.1, 0.25, 1.0), reps=strict_reps, batch=25)
     strict_rows = [
         f"| {r['alpha_rollback']:.0%} | {r['worse']:g} | {r['rollback']:.2%} | "
         f"{r['promote']:.2%} | {r['median_n']:.2f} |"
@@ -228,7 +229,7 @@ is per arm, as a fraction of the fixed-horizon test's n.
 
 A pipeline may ask for fewer false rollbacks (`rollout.alpha_rollback` in its
 `defs.yaml`; the shipped credit_default declares 1%). Binary log-loss, alpha_promote 5%,
-looks every 25 requests per arm, {reps} canaries per row; `worse` in margins (0
+looks every 25 requests per arm, {strict_reps} canaries per row; `worse` in margins (0
 equal; 1 the edge of the indifference zone, where promotion is the error; between: a
 canary that much worse, where either verdict is allowed). The stricter rate costs time
 to roll a bad model back, not power.

@@ -66,7 +66,7 @@ def replay(
     steps = np.asarray(config.steps, float)
     metrics = [m for m in config.analysis.metrics if m.role == an.PRIMARY]
     metrics += [m for m in config.analysis.metrics if m.name == "prediction_shift"]
-    alpha_rb = config.analysis.alpha_rollback_each
+    alpha_rb = config.analysis.alpha_rollback / len(config.analysis.metrics)
     n_rows = len(stable[0])
     # per arm (0 canary, 1 stable) and value (0 loss, 1 logged value): count, sum, sum sq
     n = np.zeros((2, reps))

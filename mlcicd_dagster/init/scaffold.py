@@ -37,7 +37,6 @@ from mlcicd_dagster.init.errors import InitError
 from mlcicd_dagster.init.profile import DataProfile, profile_frame
 from mlcicd_dagster.init.sizing import HOLDOUT_FRACTION, GateSizing
 from mlcicd_dagster.init.suite_writer import suite_yaml
-from mlcicd_dagster.pipeline.spec import RolloutSpec
 
 #: Golden share of the file, and its bounds in rows.
 GOLDEN_FRACTION = 0.2
@@ -230,9 +229,6 @@ def size_gates(pool: pd.DataFrame, golden: pd.DataFrame, profile: DataProfile) -
     )
 
 
-ROLLOUT_DEFAULTS = RolloutSpec()
-
-
 def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
     attributes: dict[str, Any] = {"task": profile.task}
     if profile.task != "regression":
@@ -256,9 +252,9 @@ def defs_yaml(name: str, profile: DataProfile, source: str) -> str:
             # error rates: equal-or-better rolled back, worse by a margin promoted
             "rollout": {
                 "strategy": "canary",
-                "canary_steps": list(ROLLOUT_DEFAULTS.canary_steps),
-                "alpha_rollback": ROLLOUT_DEFAULTS.alpha_rollback,
-                "alpha_promote": ROLLOUT_DEFAULTS.alpha_promote,
+                "canary_steps": [0.05, 0.25, 0.5, 1.0],
+                "alpha_rollback": 0.05,
+                "alpha_promote": 0.05,
             },
             "monitoring": {"window_minutes": 60},
         }

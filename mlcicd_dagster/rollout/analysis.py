@@ -86,17 +86,11 @@ class Moments:
             return cls()
         if events < 0 or events > n:
             raise ValueError(f"bernoulli: {events} events in {n} trials")
-        return cls(n=n, mean=events / n, var=float(bernoulli_variance(events, n)))
+        p_hat = (events + BERNOULLI_PSEUDO) / (n + 2 * BERNOULLI_PSEUDO)
+        return cls(n=n, mean=events / n, var=p_hat * (1.0 - p_hat))
 
     def to_dict(self) -> dict[str, float]:
         return {"n": self.n, "mean": self.mean, "var": self.var}
-
-
-def bernoulli_variance(events: Any, n: Any) -> Any:
-    """Per-trial variance of a rate of ``events`` in ``n`` trials, with the pseudo-count
-    (``Moments.bernoulli``); vectorised, for the simulations."""
-    p_hat = (np.asarray(events) + BERNOULLI_PSEUDO) / (np.asarray(n) + 2 * BERNOULLI_PSEUDO)
-    return p_hat * (1.0 - p_hat)
 
 
 def log_loss_per_row(p: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -387,11 +381,6 @@ class AnalysisConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate metric names in {names}")
 
-    @property
-    def alpha_rollback_each(self) -> float:
-        """Each metric's share of ``alpha_rollback`` (Bonferroni over all metrics)."""
-        return self.alpha_rollback / len(self.metrics)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "alpha_promote": self.alpha_promote,
@@ -438,7 +427,8 @@ class AnalysisResult:
 
 def analyse(evidence: Evidence, config: AnalysisConfig = AnalysisConfig()) -> AnalysisResult:
     """Judge every configured metric on ``evidence`` and combine (see module docstring)."""
-    alpha_rb = config.alpha_rollback_each
+    k = len(config.metrics)
+    alpha_rb = config.alpha_rollback / k
     verdicts: list[MetricVerdict] = []
     for spec in config.metrics:
         if spec.name in evidence.paired:
